@@ -1,0 +1,5 @@
+"""Sparsity priors: small objects that place named, non-centred Pyro sites for a weight tensor."""
+
+from .ard import ARDPrior, WeightPrior
+
+__all__ = ["ARDPrior", "WeightPrior"]
