@@ -1,0 +1,28 @@
+"""Numba compute kernels: pure functions over NumPy arrays, with thin validated wrappers.
+
+This package imports only NumPy and Numba (never torch), so the NumPy engines that use it stay light.
+Every kernel is compiled with the flags of :mod:`probsparse.kernels._config`; set ``NUMBA_DISABLE_JIT=1`` to
+run them as plain Python (the test-suite does this once to check the Python and compiled paths agree).
+"""
+
+from probsparse.kernels._config import FASTMATH
+from probsparse.kernels.sbl_updates import (
+    ACTION_ADD,
+    ACTION_DELETE,
+    ACTION_NONE,
+    ACTION_REESTIMATE,
+    SelectedAction,
+    rank_one_update,
+    select_action,
+)
+
+__all__ = [
+    "ACTION_ADD",
+    "ACTION_DELETE",
+    "ACTION_NONE",
+    "ACTION_REESTIMATE",
+    "FASTMATH",
+    "SelectedAction",
+    "rank_one_update",
+    "select_action",
+]
