@@ -36,27 +36,29 @@ def _check_params(est) -> None:
         raise ValueError(f"max_iter must be None or an integer >= 1, got {est.max_iter!r}")
     if isinstance(est.tol, bool) or not isinstance(est.tol, Real) or not est.tol >= 0:
         raise ValueError(f"tol must be a non-negative float, got {est.tol!r}")
-    if est.size_penalty is not None and est.engine != "tipping_faul":
+    if est.size_penalty not in ("auto", 0, 0.0) and est.engine != "tipping_faul":
         raise ValueError(
             f"size_penalty applies to engine='tipping_faul' only; engine={est.engine!r} maximises the evidence "
-            "alone (leave size_penalty=None)"
+            "alone (leave size_penalty='auto')"
         )
 
 
-def _engine_kwargs(est) -> dict:
+def _engine_kwargs(est, n_samples: int, n_features: int) -> dict:
     kwargs = {"noise_var": est.noise_var, "tol": est.tol}
     if est.max_iter is not None:
         kwargs["max_iter"] = est.max_iter
     if est.engine == "tipping_faul":
-        kwargs["size_penalty"] = est._default_size_penalty if est.size_penalty is None else est.size_penalty
+        penalty = est.size_penalty
+        if isinstance(penalty, str) and penalty == "auto":
+            # The evidence alone degenerates (sigma^2 -> 0, noise-fitting bases) only when the bases
+            # outnumber the samples; there the log(d) penalty keeps the sparse model.
+            penalty = "ric" if n_features > n_samples else 0.0
+        kwargs["size_penalty"] = penalty
     return kwargs
 
 
 class _SBLBase(RegressorMixin, BaseEstimator):
     """Shared fit / predict of the SBL estimators; subclasses define the feature map Φ(X)."""
-
-    # What ``size_penalty=None`` means for the Tipping–Faul engine.
-    _default_size_penalty = "ric"
 
     # Subclasses define ``_features(X) -> Phi``, the feature map applied in ``fit`` and ``predict``.
 
@@ -86,7 +88,7 @@ class _SBLBase(RegressorMixin, BaseEstimator):
         # of the engine and reported inactive with zero weight.
         usable = np.linalg.norm(Phi, axis=0) > 0
         if usable.any():
-            post = ENGINES[self.engine](Phi[:, usable], y, **_engine_kwargs(self))
+            post = ENGINES[self.engine](Phi[:, usable], y, **_engine_kwargs(self, *Phi[:, usable].shape))
         else:
             post = None
         self._store(post, usable, y)
@@ -207,13 +209,14 @@ class SBLRegressor(_SBLBase):
         Iteration cap; None uses the engine's default.
     tol : float, default=1e-6
         Convergence tolerance passed to the engine.
-    size_penalty : float, "ric", "bic" or None, default=None
+    size_penalty : "auto", float, "ric" or "bic", default="auto"
         Tipping–Faul only: maximise log evidence − κ·(number of active features), κ = ``size_penalty``
-        nats (``"ric"``: log n_features; ``"bic"``: ½ log n_samples). None means ``"ric"`` for
-        ``engine="tipping_faul"`` and no penalty for the fixed-point engines; ``0`` is plain Tipping–Faul.
-        Why a penalty by default: with noise and more features than samples, the evidence alone keeps
-        many small noise-fitting weights, and with learned noise it drives σ² towards zero (see
-        :func:`probsparse.inference.sbl.fit_tipping_faul`); the log(d) penalty keeps the sparse model.
+        nats (``"ric"``: log n_features; ``"bic"``: ½ log n_samples; ``0``: plain Tipping–Faul).
+        ``"auto"`` is ``"ric"`` when there are more features than samples and ``0`` otherwise (and no
+        penalty for the fixed-point engines). Why: with noise and more features than samples, the evidence
+        alone keeps many small noise-fitting weights, and with learned noise it drives σ² towards zero (see
+        :func:`probsparse.inference.sbl.fit_tipping_faul`); the log(d) penalty keeps the sparse model. With
+        more samples than features the evidence alone is well posed and is the classic choice.
     fit_intercept : bool, default=True
         Centre X and y and fit an unpenalised intercept b.
 
@@ -248,7 +251,7 @@ class SBLRegressor(_SBLBase):
     """
 
     def __init__(
-        self, *, engine="tipping_faul", noise_var=None, max_iter=None, tol=1e-6, size_penalty=None, fit_intercept=True
+        self, *, engine="tipping_faul", noise_var=None, max_iter=None, tol=1e-6, size_penalty="auto", fit_intercept=True
     ):
         self.engine = engine
         self.noise_var = noise_var
@@ -295,9 +298,9 @@ class RVMRegressor(_SBLBase):
         Constant of the polynomial kernel.
     engine, noise_var, max_iter, tol, fit_intercept
         As in :class:`SBLRegressor`.
-    size_penalty : float, "ric", "bic" or None, default=None
-        As in :class:`SBLRegressor`, except that None means no penalty: with one kernel basis per training
-        point the classic RVM evidence already gives few relevance vectors and a sound noise estimate.
+    size_penalty : "auto", float, "ric" or "bic", default="auto"
+        As in :class:`SBLRegressor`. With one kernel basis per training point, ``"auto"`` means no
+        penalty: the classic RVM evidence.
 
     Attributes
     ----------
@@ -320,7 +323,7 @@ class RVMRegressor(_SBLBase):
         noise_var=None,
         max_iter=None,
         tol=1e-6,
-        size_penalty=None,
+        size_penalty="auto",
         fit_intercept=True,
     ):
         self.kernel = kernel
@@ -350,8 +353,6 @@ class RVMRegressor(_SBLBase):
         else:
             raise ValueError(f"gamma must be 'scale' or a positive float, got {self.gamma!r}")
         self.X_fit_ = X
-
-    _default_size_penalty = 0.0
 
     def _features(self, X):
         if self.kernel == "precomputed":
