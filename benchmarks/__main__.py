@@ -24,7 +24,9 @@ _PREFIX = "bench_"
 def available() -> list[str]:
     """Names of the benchmarks found in this package (modules ``bench_<name>.py``)."""
     here = Path(__file__).parent
-    return sorted(m.name[len(_PREFIX) :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith(_PREFIX))
+    return sorted(
+        m.name[len(_PREFIX) :] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith(_PREFIX)
+    )
 
 
 def run_one(name: str, quick: bool, out_dir: Path) -> Path:
@@ -41,7 +43,10 @@ def run_one(name: str, quick: bool, out_dir: Path) -> Path:
     result.summary.setdefault("wall_s", elapsed)
     print(f"== {name} ({'quick' if quick else 'full'}, {elapsed:.1f} s)")
     print(format_table(result.rows))
-    print("summary:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary.items()))
+    print(
+        "summary:",
+        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.summary.items()),
+    )
     path = write_result(name, quick, result, out_dir)
     print(f"wrote {path}\n")
     return path

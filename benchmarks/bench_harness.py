@@ -14,7 +14,13 @@ from .harness import BenchmarkResult, time_call
 def run(quick: bool) -> BenchmarkResult:
     rows = []
     empty = time_call(lambda: None, repeats=1000, warmup=10)
-    rows.append({"case": "empty call", "median_s": empty["median_s"], "spread": empty["median_s"] / max(empty["min_s"], 1e-12)})
+    rows.append(
+        {
+            "case": "empty call",
+            "median_s": empty["median_s"],
+            "spread": empty["median_s"] / max(empty["min_s"], 1e-12),
+        }
+    )
     rng = np.random.default_rng(0)
     for n in (256, 512) if quick else (256, 512, 1024):
         a = rng.standard_normal((n, n))

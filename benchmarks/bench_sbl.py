@@ -2,13 +2,15 @@
 
 Synthetic ``make_sparse_regression`` problems at 20 dB SNR; for each size, seed and engine: fit time
 (median of repeats after a warm-up; a single timed run for fits slower than 2 s), NMSE in dB, support
-precision / recall / F1 and the number of kept coefficients. probsparse's support is the engine's active
+precision / recall / F1 and the number of kept coefficients; and the peak memory of one fit at the largest
+size. probsparse's support is the engine's active
 set; ARDRegression's is the coefficients above 1e-3 of its largest (it only shrinks, never zeroes).
 """
 
 from __future__ import annotations
 
 import time
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -78,19 +80,45 @@ def run(quick: bool) -> BenchmarkResult:
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # convergence warnings are reported through the metrics
-                    t = _timed(lambda fit=fit: fit(p.X, p.y))
+                    t = _timed(lambda fit=fit, p=p: fit(p.X, p.y))
                 coef, support = t["result"]
                 scores = support_scores(support, p.support)
                 rows.append(
                     {
-                        "n": n, "d": d, "k": k, "seed": seed, "engine": name,
-                        "time_s": t["median_s"], "repeats": t["repeats"],
+                        "n": n,
+                        "d": d,
+                        "k": k,
+                        "seed": seed,
+                        "engine": name,
+                        "time_s": t["median_s"],
+                        "repeats": t["repeats"],
                         "nmse_db": nmse_db(coef, p.coef),
-                        "precision": scores["precision"], "recall": scores["recall"], "f1": scores["f1"],
+                        "precision": scores["precision"],
+                        "recall": scores["recall"],
+                        "f1": scores["f1"],
                         "kept": int(np.sum(support)),
                     }
                 )
-    return BenchmarkResult(rows=rows, summary=_summary(rows, sizes[-1]))
+    summary = _summary(rows, sizes[-1])
+    summary.update(
+        _peak_memory(sizes[-1], {"tipping_faul": fitters["probsparse:tipping_faul"], "sklearn": _fit_sklearn})
+    )
+    return BenchmarkResult(rows=rows, summary=summary)
+
+
+def _peak_memory(size: tuple[int, int, int], fitters: dict) -> dict:
+    """Peak memory allocated during one fit (tracemalloc sees NumPy's buffers), beside 8·d² bytes."""
+    n, d, k = size
+    p = make_sparse_regression(n, d, k, 20.0, seed=0)
+    out = {"d_squared_mb_largest": 8 * d * d / 1e6, "design_mb_largest": p.X.nbytes / 1e6}
+    for name, fit in fitters.items():
+        tracemalloc.start()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(p.X, p.y)
+        out[f"peak_mb_{name}_largest"] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    return out
 
 
 def _summary(rows: list[dict], largest: tuple[int, int, int]) -> dict:

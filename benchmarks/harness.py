@@ -40,7 +40,12 @@ def time_call(fn, *, repeats: int = 5, warmup: int = 1, min_time: float = 0.0) -
         times.append(time.perf_counter() - start)
         if len(times) >= 1000:
             break
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times), "result": result}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "repeats": len(times),
+        "result": result,
+    }
 
 
 def _cpu_model() -> str:

@@ -39,7 +39,9 @@ def _demo(args: argparse.Namespace) -> int:
         models["SBLRegressor (evidence - log(d) per feature)"] = SBLRegressor(size_penalty="ric")
     models["sklearn ARDRegression"] = ARDRegression()
     SBLRegressor().fit(X_tr[:20, :5], y_tr[:20])  # compile the Numba kernels before timing
-    print(f"  {'model':46s} {'kept':>5s} {'distractors':>12s} {'test R^2':>9s} {'95% cover':>10s} {'time ms':>8s}")
+    print(
+        f"  {'model':46s} {'kept':>5s} {'distractors':>12s} {'test R^2':>9s} {'95% cover':>10s} {'time ms':>8s}"
+    )
     for label, model in models.items():
         start = time.perf_counter()
         model.fit(X_tr, y_tr)

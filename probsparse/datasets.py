@@ -85,9 +85,7 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0) -> ImageDataset:
     digits = _sk_load_digits()
     X = digits.data.astype(np.float64)
     y = digits.target.astype(np.int64)
-    X_tr, X_te, y_tr, y_te = train_test_split(
-        X, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=y)
     mean = X_tr.mean(axis=0)
     std = X_tr.std(axis=0)
     std[std == 0.0] = 1.0

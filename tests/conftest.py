@@ -21,9 +21,7 @@ def _seed_and_clean_state():
     """Seed every RNG and give each test a clean Pyro parameter store with validation on."""
     import pyro
 
-    np.random.seed(0)
-    torch.manual_seed(0)
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(0)  # seeds Python's random, NumPy's global generator and torch
     pyro.clear_param_store()
     pyro.enable_validation(True)
     yield

@@ -155,9 +155,7 @@ def test_idx_parser_rejects_wrong_magic(isolated_env, monkeypatch):
     _write_fake_mnist(folder, compress=False)
     bad = b"\x00\x00\x09\x01" + (folder / "train-labels-idx1-ubyte").read_bytes()[4:]
     (folder / "train-labels-idx1-ubyte").write_bytes(bad)
-    table = {
-        name: (hashlib.md5((folder / name).read_bytes()).hexdigest(), 0) for name in MNIST_FILES
-    }
+    table = {name: (hashlib.md5((folder / name).read_bytes()).hexdigest(), 0) for name in MNIST_FILES}
     monkeypatch.setattr(datasets, "MNIST_FILES", table)
     with pytest.raises(ValueError, match="not an IDX file"):
         load_mnist(folder, download=False)

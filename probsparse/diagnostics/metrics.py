@@ -13,7 +13,9 @@ def nmse_db(estimate, truth) -> float:
     estimate = np.asarray(estimate)
     truth = np.asarray(truth)
     if estimate.shape != truth.shape:
-        raise ValueError(f"estimate and truth must have the same shape, got {estimate.shape} and {truth.shape}")
+        raise ValueError(
+            f"estimate and truth must have the same shape, got {estimate.shape} and {truth.shape}"
+        )
     ref = float(np.sum(np.abs(truth) ** 2))
     if ref == 0.0:
         raise ValueError("truth is all zeros: the NMSE is undefined")
@@ -30,10 +32,18 @@ def support_scores(estimated, true) -> dict:
     estimated = np.asarray(estimated, dtype=bool)
     true = np.asarray(true, dtype=bool)
     if estimated.shape != true.shape:
-        raise ValueError(f"estimated and true must have the same shape, got {estimated.shape} and {true.shape}")
+        raise ValueError(
+            f"estimated and true must have the same shape, got {estimated.shape} and {true.shape}"
+        )
     tp = int(np.sum(estimated & true))
     precision = tp / int(estimated.sum()) if estimated.any() else 1.0
     recall = tp / int(true.sum()) if true.any() else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "true_positives": tp,
-            "false_positives": int(np.sum(estimated & ~true)), "false_negatives": int(np.sum(~estimated & true))}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_positives": tp,
+        "false_positives": int(np.sum(estimated & ~true)),
+        "false_negatives": int(np.sum(~estimated & true)),
+    }

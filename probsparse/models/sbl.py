@@ -251,7 +251,14 @@ class SBLRegressor(_SBLBase):
     """
 
     def __init__(
-        self, *, engine="tipping_faul", noise_var=None, max_iter=None, tol=1e-6, size_penalty="auto", fit_intercept=True
+        self,
+        *,
+        engine="tipping_faul",
+        noise_var=None,
+        max_iter=None,
+        tol=1e-6,
+        size_penalty="auto",
+        fit_intercept=True,
     ):
         self.engine = engine
         self.noise_var = noise_var
@@ -265,7 +272,9 @@ class SBLRegressor(_SBLBase):
 
     def fit(self, X, y):
         """Fit the sparse Bayesian linear model to ``X`` (n_samples, n_features) and ``y``."""
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, ensure_min_samples=2)
+        X, y = validate_data(
+            self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, ensure_min_samples=2
+        )
         zero = np.flatnonzero(~X.any(axis=0))
         if zero.size:
             raise ValueError(
@@ -342,7 +351,9 @@ class RVMRegressor(_SBLBase):
             raise ValueError(f"kernel must be 'rbf', 'linear', 'poly' or 'precomputed', got {self.kernel!r}")
         if self.kernel == "precomputed":
             if X.shape[0] != X.shape[1]:
-                raise ValueError(f"with kernel='precomputed', X must be a square kernel matrix, got {X.shape}")
+                raise ValueError(
+                    f"with kernel='precomputed', X must be a square kernel matrix, got {X.shape}"
+                )
             self.X_fit_ = None
             return
         if self.gamma == "scale":
@@ -366,7 +377,9 @@ class RVMRegressor(_SBLBase):
 
     def fit(self, X, y):
         """Fit the RVM to training inputs ``X`` (n_samples, n_features) and targets ``y``."""
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, ensure_min_samples=2)
+        X, y = validate_data(
+            self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, ensure_min_samples=2
+        )
         self._fit_engine(X, y)
         if self.X_fit_ is not None:
             self.relevance_vectors_ = self.X_fit_[self.active_]

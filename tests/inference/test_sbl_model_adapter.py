@@ -6,8 +6,7 @@ import torch
 
 from probsparse.datasets import make_sparse_regression
 from probsparse.inference.mcmc import fit_nuts
-from probsparse.inference.sbl import fit_tipping_faul
-from probsparse.inference.sbl import fit_model
+from probsparse.inference.sbl import fit_model, fit_tipping_faul
 from probsparse.inference.svi import fit_svi
 from probsparse.models import SparseLinearModel
 from probsparse.priors import ARDPrior
@@ -52,7 +51,8 @@ def fixed_gamma_model(problem):
     post = fit_model(SparseLinearModel(30, noise_var=problem.noise_var), problem.X, problem.y)
     X_active = torch.from_numpy(problem.X[:, post.active])
     model = SparseLinearModel(
-        int(post.active.sum()), prior=ARDPrior(variance=torch.from_numpy(post.gamma[post.active])),
+        int(post.active.sum()),
+        prior=ARDPrior(variance=torch.from_numpy(post.gamma[post.active])),
         noise_var=post.noise_var,
     )
     return post, model, X_active, torch.from_numpy(problem.y)

@@ -113,7 +113,9 @@ def test_multiple_targets_share_one_support():
 
 
 def test_convergence_warning_gives_numbers(problem):
-    with pytest.warns(ConvergenceWarning, match=r"did not converge in max_iter=2 iterations.*active features"):
+    with pytest.warns(
+        ConvergenceWarning, match=r"did not converge in max_iter=2 iterations.*active features"
+    ):
         SBLRegressor(engine="em", max_iter=2, fit_intercept=False).fit(problem.X, problem.y)
 
 
@@ -206,3 +208,16 @@ def test_rvm_rejects_bad_kernel_arguments():
         RVMRegressor(gamma=-1.0).fit(X, y)
     with pytest.raises(ValueError, match="square kernel matrix"):
         RVMRegressor(kernel="precomputed").fit(X, y)
+
+
+def test_to_inference_data_draws_the_gaussian_posterior(problem):
+    model = SBLRegressor(fit_intercept=False).fit(problem.X, problem.y)
+    idata = model.to_inference_data(num_draws=4000, seed=3)
+    w = idata.posterior["w"]
+    assert w.dims == ("chain", "draw", "feature")
+    assert list(w.coords["feature"].values) == np.flatnonzero(model.active_).tolist()
+    draws = w.values.reshape(-1, w.shape[-1])
+    sd = np.sqrt(np.diag(model.sigma_))
+    assert np.all(np.abs(draws.mean(0) - model.coef_[model.active_]) < 5 * sd / np.sqrt(4000))
+    assert np.allclose(draws.std(0), sd, rtol=0.1)
+    assert np.allclose(idata["optimization"]["log_evidence"].values, model.scores_)

@@ -58,10 +58,13 @@ sbl = SBLRegressor(fit_intercept=False).fit(problem.X, problem.y)
 t_sbl = time.perf_counter() - start
 active = np.flatnonzero(sbl.active_)
 sd = np.sqrt(np.diag(sbl.sigma_))
-print(f"SBL keeps {active.size} coefficients in {t_sbl * 1e3:.1f} ms; noise variance {sbl.noise_variance_:.2e}")
+print(
+    f"SBL keeps {active.size} coefficients in {t_sbl * 1e3:.1f} ms; noise variance {sbl.noise_variance_:.2e}"
+)
 print(" index   truth    mean   95% interval")
 for j, s in zip(active, sd, strict=True):
-    print(f"{j:6d} {problem.coef[j]:7.2f} {sbl.coef_[j]:7.2f}   [{sbl.coef_[j] - 1.96 * s:6.2f}, {sbl.coef_[j] + 1.96 * s:6.2f}]")
+    lo, hi = sbl.coef_[j] - 1.96 * s, sbl.coef_[j] + 1.96 * s
+    print(f"{j:6d} {problem.coef[j]:7.2f} {sbl.coef_[j]:7.2f}   [{lo:6.2f}, {hi:6.2f}]")
 
 # %% [markdown]
 # Posterior intervals: how many of the true nonzeros lie inside their 95 % interval?
@@ -88,16 +91,20 @@ with warnings.catch_warnings():
     ard = ARDRegression(fit_intercept=False).fit(problem.X, problem.y)
 t_ard = time.perf_counter() - start
 ard_support = np.abs(ard.coef_) > 1e-3 * np.abs(ard.coef_).max()
-print(f"noise variance: truth {problem.noise_var:.2e}, SBL {sbl.noise_variance_:.2e}, "
-      f"plain evidence {plain.noise_variance_:.2e}, ARD {1 / ard.alpha_:.2e}")
+print(
+    f"noise variance: truth {problem.noise_var:.2e}, SBL {sbl.noise_variance_:.2e}, "
+    f"plain evidence {plain.noise_variance_:.2e}, ARD {1 / ard.alpha_:.2e}"
+)
 for name, coef, support, t in (
     ("SBL, log(d) penalty (default)", sbl.coef_, sbl.active_, t_sbl),
     ("SBL, evidence alone", plain.coef_, plain.active_, t_plain),
     ("sklearn ARDRegression", ard.coef_, ard_support, t_ard),
 ):
     s = support_scores(support, problem.support)
-    print(f"{name:30s} NMSE {nmse_db(coef, problem.coef):6.1f} dB   kept {support.sum():4d}   "
-          f"support F1 {s['f1']:.2f}   time {t * 1e3:7.1f} ms")
+    print(
+        f"{name:30s} NMSE {nmse_db(coef, problem.coef):6.1f} dB   kept {support.sum():4d}   "
+        f"support F1 {s['f1']:.2f}   time {t * 1e3:7.1f} ms"
+    )
 
 # %% [markdown]
 # ## 4. Coefficient paths and the evidence
@@ -115,7 +122,9 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 ax = axes[0]
 for j in np.flatnonzero(np.any(paths != 0, axis=0)):
     ax.plot(list(steps), paths[:, j], color="C0" if problem.support[j] else "C3", lw=1)
-ax.set(xlabel="Tipping-Faul iteration", ylabel="posterior mean", title="coefficient paths (red: not in truth)")
+ax.set(
+    xlabel="Tipping-Faul iteration", ylabel="posterior mean", title="coefficient paths (red: not in truth)"
+)
 
 ax = axes[1]
 ax.plot(np.arange(1, sbl.scores_.size + 1), sbl.scores_, label="log(d) penalty")
@@ -124,8 +133,14 @@ ax.set(xlabel="iteration", ylabel="log evidence", title="log p(y | gamma, sigma^
 ax.legend()
 
 ax = axes[2]
-ax.stem(np.flatnonzero(problem.support), problem.coef[problem.support], linefmt="k-", markerfmt="ko",
-        basefmt=" ", label="truth")
+ax.stem(
+    np.flatnonzero(problem.support),
+    problem.coef[problem.support],
+    linefmt="k-",
+    markerfmt="ko",
+    basefmt=" ",
+    label="truth",
+)
 ax.errorbar(active, sbl.coef_[active], yerr=1.96 * sd, fmt="o", color="C0", label="SBL mean ± 95%")
 ax.plot(np.arange(d), plain.coef_, ".", color="C3", ms=3, label="SBL, evidence alone")
 ax.plot(np.arange(d), ard.coef_, ".", color="C1", ms=3, label="ARDRegression")
