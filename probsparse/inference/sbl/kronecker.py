@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from probsparse._kron import mode_products as _mode_products
 from probsparse._validation import (
     check_finite_array,
     check_finite_real,
@@ -80,18 +81,6 @@ _NOISE_FLOOR = 1e-8
 # ----------------------------------------------------------------------------------------------------
 # Kronecker algebra on reshaped tensors
 # ----------------------------------------------------------------------------------------------------
-
-
-def _mode_products(mats, t: np.ndarray) -> np.ndarray:
-    r"""``(mats[0] ⊗ ... ⊗ mats[I-1]) vec(t)`` as a tensor, by one mode product per factor.
-
-    ``t`` has shape ``(Q_1, ..., Q_I)`` and ``mats[i]`` shape ``(P_i, Q_i)``; the result has shape
-    ``(P_1, ..., P_I)``. Each step contracts the leading axis and appends the new one at the end, so after
-    :math:`I` steps the axes are back in order (no transposed copies are needed).
-    """
-    for A in mats:
-        t = np.tensordot(t, A, axes=([0], [1]))
-    return t
 
 
 def _outer(vectors) -> np.ndarray:
