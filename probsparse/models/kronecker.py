@@ -13,17 +13,14 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from .._kron import kron_matvec
 from ..inference.sbl.kronecker import KroneckerSBLPosterior, _check_factors_and_y, fit_kronecker_sbl
+from ..inference.sbl.kronecker_pc import fit_pc_kronecker_sbl
 
 __all__ = ["KroneckerSBLRegressor"]
 
 
 def _solvers() -> dict:
-    """Solver name -> engine; the pattern-coupled engine joins when its module is present."""
+    """Solver name -> engine."""
     solvers = {name: fit_kronecker_sbl for name in ("svd", "am", "ksbl")}
-    try:
-        from ..inference.sbl.kronecker_pc import fit_pc_kronecker_sbl
-    except ImportError:  # pragma: no cover - only while the module does not exist
-        return solvers
     solvers["pc"] = fit_pc_kronecker_sbl
     return solvers
 

@@ -59,3 +59,12 @@ def test_errors_and_warnings(problem):
         KroneckerSBLRegressor().fit(problem.factors, problem.y[:-1])
     with pytest.warns(ConvergenceWarning, match="max_iter=1"):
         KroneckerSBLRegressor(max_iter=1, tol=0.0).fit(problem.factors, problem.y)
+
+
+def test_pattern_coupled_solver_through_the_estimator(problem):
+    from probsparse.inference.sbl import fit_pc_kronecker_sbl
+
+    model = KroneckerSBLRegressor(solver="pc", noise_var=problem.noise_var, solver_options={"coupling": 0.5})
+    model.fit(problem.factors, problem.y)
+    post = fit_pc_kronecker_sbl(problem.factors, problem.y, coupling=0.5, noise_var=problem.noise_var)
+    assert np.allclose(model.coef_.ravel(), post.coef)

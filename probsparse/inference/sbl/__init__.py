@@ -13,6 +13,7 @@ real or circular complex. Every engine maximises the evidence :math:`\log p(Y \m
 from probsparse.inference.sbl.evidence import log_evidence, posterior_given_gamma
 from probsparse.inference.sbl.fixed_point import fit_em, fit_mackay
 from probsparse.inference.sbl.kronecker import KroneckerSBLPosterior, fit_kronecker_sbl, kronecker_posterior
+from probsparse.inference.sbl.kronecker_pc import fit_pc_kronecker_sbl
 from probsparse.inference.sbl.model_adapter import fit_model
 from probsparse.inference.sbl.posterior import SBLPosterior
 from probsparse.inference.sbl.tipping_faul import fit_tipping_faul
@@ -31,6 +32,7 @@ __all__ = [
     "fit_kronecker_sbl",
     "fit_mackay",
     "fit_model",
+    "fit_pc_kronecker_sbl",
     "fit_tipping_faul",
     "kronecker_posterior",
     "log_evidence",
