@@ -32,12 +32,12 @@ the support.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from probsparse._validation import check_finite_array, check_finite_real, check_positive_int
+from probsparse._kron import check_factors_and_y
+from probsparse._validation import check_finite_real, check_positive_int
 
 __all__ = ["KroneckerOMPResult", "kronecker_omp"]
 
@@ -90,40 +90,6 @@ class KroneckerOMPResult:
             m[s] = True
             mask = m if mask is None else np.multiply.outer(mask, m)
         return mask.reshape(-1)
-
-
-def _check_inputs(factors, y):
-    if isinstance(factors, np.ndarray) or not isinstance(factors, (list, tuple)):
-        raise TypeError(f"factors must be a list or tuple of 2-D arrays, got {type(factors).__name__}")
-    if len(factors) < 1:
-        raise ValueError("factors must hold at least one matrix")
-    arrays = []
-    is_complex = False
-    for i, A in enumerate(factors):
-        A = np.asarray(A)
-        if A.dtype.kind not in "fciu":
-            raise TypeError(f"factors[{i}] must hold numbers, got dtype {A.dtype}")
-        if A.ndim != 2:
-            raise ValueError(f"factors[{i}] must be 2-D (M_i, N_i), got shape {A.shape}")
-        if A.shape[0] == 0 or A.shape[1] == 0:
-            raise ValueError(f"factors[{i}] is empty (shape {A.shape}): each factor needs a row and a column")
-        is_complex = is_complex or A.dtype.kind == "c"
-        arrays.append(A)
-    y = np.asarray(y)
-    if y.dtype.kind not in "fciu":
-        raise TypeError(f"y must hold numbers, got dtype {y.dtype}")
-    is_complex = is_complex or y.dtype.kind == "c"
-    dtype = np.complex128 if is_complex else np.float64
-    arrays = [check_finite_array(A.astype(dtype, copy=False), f"factors[{i}]") for i, A in enumerate(arrays)]
-    m_shape = tuple(A.shape[0] for A in arrays)
-    m_bar = math.prod(m_shape)
-    if not (y.ndim == 1 and y.size == m_bar) and y.shape != m_shape:
-        raise ValueError(
-            f"y must have prod(M_i) = {m_bar} entries (a 1-D vector, or an array of shape {m_shape}) for "
-            f"factors with M_i = {m_shape}, got shape {y.shape}"
-        )
-    y = check_finite_array(y.astype(dtype, copy=False), "y")
-    return arrays, y.reshape(m_shape)
 
 
 def _check_n_nonzero(n_nonzero, dims) -> tuple:
@@ -194,7 +160,7 @@ def kronecker_omp(factors, y, *, n_nonzero=None, tol=None, normalize: bool = Tru
     Caiafa, C. F. & Cichocki, A. (2012). Computing sparse representations of multidimensional signals using
     Kronecker bases. Neural Computation 25(1).
     """
-    factors, y_t = _check_inputs(factors, y)
+    factors, y_t = check_factors_and_y(factors, y)[:2]
     dims = tuple(A.shape[1] for A in factors)
     if not isinstance(normalize, (bool, np.bool_)):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from probsparse._kron import check_factors_and_y
 from probsparse._kron import mode_products as _mode_products
 from probsparse._validation import (
     check_finite_array,
@@ -143,38 +144,7 @@ def _estep(factors, y_t: np.ndarray, gammas, noise_var: float, is_complex: bool)
 
 
 def _check_factors_and_y(factors, y):
-    if isinstance(factors, np.ndarray) or not isinstance(factors, (list, tuple)):
-        raise TypeError(f"factors must be a list or tuple of 2-D arrays, got {type(factors).__name__}")
-    if len(factors) < 2:
-        raise ValueError(f"factors must hold at least 2 matrices (I >= 2), got {len(factors)}")
-    out = []
-    is_complex = False
-    for i, A in enumerate(factors):
-        name = f"factors[{i}]"
-        A = np.asarray(A)
-        if A.dtype.kind not in "fciu":
-            raise TypeError(f"{name} must hold numbers, got dtype {A.dtype}")
-        if A.ndim != 2:
-            raise ValueError(f"{name} must be 2-D (M_i, N_i), got shape {A.shape}")
-        if A.shape[0] == 0 or A.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {A.shape}): each factor needs at least one row and column")
-        is_complex = is_complex or A.dtype.kind == "c"
-        out.append(A)
-    y = np.asarray(y)
-    if y.dtype.kind not in "fciu":
-        raise TypeError(f"y must hold numbers, got dtype {y.dtype}")
-    is_complex = is_complex or y.dtype.kind == "c"
-    dtype = np.complex128 if is_complex else np.float64
-    out = [check_finite_array(A.astype(dtype, copy=False), f"factors[{i}]") for i, A in enumerate(out)]
-    m_shape = tuple(A.shape[0] for A in out)
-    m_bar = math.prod(m_shape)
-    if not (y.ndim == 1 and y.size == m_bar) and y.shape != m_shape:
-        raise ValueError(
-            f"y must have prod(M_i) = {m_bar} entries (a 1-D vector, or an array of shape {m_shape}) for "
-            f"factors with M_i = {m_shape}, got shape {y.shape}"
-        )
-    y = check_finite_array(y.astype(dtype, copy=False), "y")
-    return out, y.reshape(m_shape), is_complex
+    return check_factors_and_y(factors, y, min_factors=2)
 
 
 def _check_factor_gammas(factor_gammas, factors):
@@ -477,6 +447,39 @@ def fit_kronecker_sbl(
         raise ValueError(f"inner_tol must be >= 0, got {inner_tol}")
     inner_max_iter = check_positive_int(inner_max_iter, "inner_max_iter")
 
+    if solver == "svd":
+
+        def mstep(lam, gam, idx):
+            return _svd_mstep(lam)
+
+    elif solver == "am":
+
+        def mstep(lam, gam, idx):
+            return _am_mstep(lam, gam, inner_tol, inner_max_iter)
+
+    else:
+
+        def mstep(lam, gam, idx):
+            return _am_sweep(lam, gam)
+
+    return _run_em(
+        factors,
+        y_t,
+        is_complex,
+        mstep=mstep,
+        prune_ratios=[prune_ratio] * len(factors),
+        fixed_noise=fixed_noise,
+        max_iter=max_iter,
+        tol=tol,
+        solver=solver,
+    )
+
+
+def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_iter, tol, solver):
+    """The EM loop shared by the Kronecker engines; ``mstep(lam, gammas, idx)`` returns the new factor variances.
+
+    ``idx`` holds the surviving entries of each factor (an M-step that couples neighbours needs them).
+    """
     n_factors = len(factors)
     m_bar = y_t.size
     y2 = float(np.sum(_abs2(y_t)))
@@ -502,12 +505,7 @@ def fit_kronecker_sbl(
             lam = np.maximum(lam, 1e-30 * float(lam.max()) if lam.size else 0.0)
             if not np.any(lam > 0):
                 break
-            if solver == "svd":
-                new = _svd_mstep(lam)
-            elif solver == "am":
-                new = _am_mstep(lam, gam, inner_tol, inner_max_iter)
-            else:
-                new = _am_sweep(lam, gam)
+            new = mstep(lam, gam, idx)
             new_sigma2 = sigma2
             if learn_noise:
                 new_sigma2 = max((stats.resid2 + sigma2 * stats.sum_well) / m_bar, noise_floor)
@@ -515,9 +513,9 @@ def fit_kronecker_sbl(
             # Relative change of the Kronecker vector on the old support (pruned entries become 0).
             old_t = _outer(gam)
             keeps = []
-            for g in new:
+            for g, ratio in zip(new, prune_ratios, strict=True):
                 top = float(g.max())
-                keeps.append(g > prune_ratio * top if top > 0 else np.zeros(g.size, dtype=bool))
+                keeps.append(g > ratio * top if top > 0 else np.zeros(g.size, dtype=bool))
             new_t = _outer([np.where(k, g, 0.0) for g, k in zip(new, keeps, strict=True)])
             rel = float(np.linalg.norm(new_t - old_t)) / max(float(np.linalg.norm(old_t)), np.finfo(float).tiny)
             noise_rel = abs(new_sigma2 - sigma2) / sigma2

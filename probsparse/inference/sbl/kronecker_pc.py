@@ -53,19 +53,16 @@ import numpy as np
 from scipy.optimize import nnls
 
 from probsparse._validation import check_finite_real, check_positive_int, check_positive_real
-from probsparse.inference.sbl.evidence import check_tol, combine_evidence
+from probsparse.inference.sbl.evidence import check_tol
 from probsparse.inference.sbl.kronecker import (
-    _NOISE_FLOOR,
     KroneckerSBLPosterior,
-    _abs2,
     _block_update,
     _check_factors_and_y,
     _check_fraction,
-    _estep,
-    _initial_gammas,
     _mstep_cost,
     _normalise,
     _outer,
+    _run_em,
 )
 
 __all__ = ["coupling_matrix", "fit_pc_kronecker_sbl"]
@@ -250,83 +247,21 @@ def fit_pc_kronecker_sbl(
         raise ValueError(f"inner_tol must be >= 0, got {inner_tol}")
     inner_max_iter = check_positive_int(inner_max_iter, "inner_max_iter")
 
-    m_bar = y_t.size
-    y2 = float(np.sum(_abs2(y_t)))
-    y_power = y2 / m_bar if y2 > 0 else 1.0
-    learn_noise = fixed_noise is None
-    sigma2 = 0.1 * y_power if learn_noise else fixed_noise
-    noise_floor = _NOISE_FLOOR * y_power
-
     full_C = [coupling_matrix(A.shape[1], coupling) if i in coupled else None for i, A in enumerate(factors)]
-    idx, gam = _initial_gammas(factors, y2)
 
-    def couplings():
-        return [None if C is None else C[np.ix_(ix, ix)] for C, ix in zip(full_C, idx, strict=True)]
+    def mstep(lam, gam, idx):
+        # The coupling matrices are restricted to the surviving grid points, as in the authors' code.
+        couplings = [None if C is None else C[np.ix_(ix, ix)] for C, ix in zip(full_C, idx, strict=True)]
+        return _pc_mstep(lam, gam, couplings, inner_tol, inner_max_iter)
 
-    trace: list[float] = []
-    converged = False
-    n_iter = 0
-    empty = any(g.size == 0 for g in gam)
-    if not empty:
-        stats = _estep([A[:, ix] for A, ix in zip(factors, idx, strict=True)], y_t, gam, sigma2, is_complex)
-        for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
-            lam = stats.sigma_diag + _abs2(stats.mean)
-            lam = np.maximum(lam, 1e-30 * float(lam.max()) if lam.size else 0.0)
-            if not np.any(lam > 0):
-                break
-            new = _pc_mstep(lam, gam, couplings(), inner_tol, inner_max_iter)
-            new_sigma2 = sigma2
-            if learn_noise:
-                new_sigma2 = max((stats.resid2 + sigma2 * stats.sum_well) / m_bar, noise_floor)
-
-            old_t = _outer(gam)
-            keeps = []
-            for g, r in zip(new, ratios, strict=True):
-                top = float(g.max())
-                keeps.append(g > r * top if top > 0 else np.zeros(g.size, dtype=bool))
-            new_t = _outer([np.where(k, g, 0.0) for g, k in zip(new, keeps, strict=True)])
-            rel = float(np.linalg.norm(new_t - old_t)) / max(float(np.linalg.norm(old_t)), np.finfo(float).tiny)
-            noise_rel = abs(new_sigma2 - sigma2) / sigma2
-
-            idx = [ix[k] for ix, k in zip(idx, keeps, strict=True)]
-            gam = [g[k] for g, k in zip(new, keeps, strict=True)]
-            sigma2 = new_sigma2
-            if any(g.size == 0 for g in gam):
-                empty = True
-                break
-            stats = _estep([A[:, ix] for A, ix in zip(factors, idx, strict=True)], y_t, gam, sigma2, is_complex)
-            trace.append(stats.log_evidence)
-            if rel <= tol and noise_rel <= tol:
-                converged = True
-                break
-
-    dims = [A.shape[1] for A in factors]
-    factor_gammas = []
-    for ix, g, n_i in zip(idx, gam, dims, strict=True):
-        full = np.zeros(n_i)
-        if not empty:
-            full[ix] = g
-        factor_gammas.append(full)
-    dtype = np.complex128 if is_complex else np.float64
-    coef = np.zeros(dims, dtype=dtype)
-    post_var = np.zeros(dims)
-    if empty:
-        logdet = m_bar * np.log(sigma2)
-        trace.append(combine_evidence(m_bar, 1, is_complex, float(logdet), y2 / sigma2))
-    else:
-        sel = np.ix_(*idx)
-        coef[sel] = stats.mean
-        post_var[sel] = stats.sigma_diag
-    active = _outer([g > 0 for g in factor_gammas]).reshape(-1)
-    return KroneckerSBLPosterior(
-        coef=coef.reshape(-1),
-        factor_gammas=factor_gammas,
-        gamma=_outer(factor_gammas).reshape(-1),
-        active=active.astype(bool),
-        posterior_var=post_var.reshape(-1),
-        noise_var=float(sigma2),
-        log_evidence=np.asarray(trace, dtype=np.float64),
-        n_iter=int(n_iter),
-        converged=bool(converged),
+    return _run_em(
+        factors,
+        y_t,
+        is_complex,
+        mstep=mstep,
+        prune_ratios=ratios,
+        fixed_noise=fixed_noise,
+        max_iter=max_iter,
+        tol=tol,
         solver="pc",
     )
