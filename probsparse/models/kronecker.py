@@ -7,6 +7,8 @@ scikit-learn's ``(X, y)``; otherwise the estimator keeps scikit-learn's conventi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
@@ -114,8 +116,6 @@ class KroneckerSBLRegressor(BaseEstimator):
         self.scores_ = np.asarray(post.log_evidence)
         self.factors_ = [np.asarray(A) for A in factors]
         if not post.converged and post.n_iter >= self.max_iter:
-            import warnings
-
             warnings.warn(
                 f"KroneckerSBLRegressor (solver={self.solver!r}) did not converge in max_iter={self.max_iter} "
                 f"EM iterations (tol={self.tol:.1e}, {int(self.active_.sum())} active entries). "

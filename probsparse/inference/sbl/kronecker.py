@@ -257,10 +257,15 @@ def _normalise(gammas) -> list:
 
 def _am_mstep(lam, gammas, inner_tol, inner_max_iter, trace=None):
     """AM-KroSBL M-step: block sweeps until ||Δγ|| <= inner_tol * ||γ|| (Kronecker vectors) or the cap."""
+    return _sweep_until_stable(lam, gammas, lambda g: _am_sweep(lam, g), inner_tol, inner_max_iter, trace)
+
+
+def _sweep_until_stable(lam, gammas, sweep, inner_tol, inner_max_iter, trace=None):
+    """Repeat ``sweep`` (then normalise) until the Kronecker vector moves by at most ``inner_tol`` relative."""
     gammas = _normalise(gammas)
     prev = _outer(gammas)
     for _ in range(inner_max_iter):
-        gammas = _normalise(_am_sweep(lam, gammas))
+        gammas = _normalise(sweep(gammas))
         cur = _outer(gammas)
         if trace is not None:
             trace.append(_mstep_cost(lam, gammas))

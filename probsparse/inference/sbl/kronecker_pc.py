@@ -59,10 +59,8 @@ from probsparse.inference.sbl.kronecker import (
     _block_update,
     _check_factors_and_y,
     _check_fraction,
-    _mstep_cost,
-    _normalise,
-    _outer,
     _run_em,
+    _sweep_until_stable,
 )
 
 __all__ = ["coupling_matrix", "fit_pc_kronecker_sbl"]
@@ -148,18 +146,9 @@ def _pc_sweep(lam, gammas, couplings):
 
 def _pc_mstep(lam, gammas, couplings, inner_tol, inner_max_iter, trace=None):
     """PC-KroSBL M-step (see the module docstring); ``gammas`` are the coupled variances γ̃_i."""
-    gammas = _normalise(gammas)
-    prev = _outer(gammas)
-    for _ in range(inner_max_iter):
-        gammas = _normalise(_pc_sweep(lam, gammas, couplings))
-        cur = _outer(gammas)
-        if trace is not None:
-            trace.append(_mstep_cost(lam, gammas))
-        change = float(np.linalg.norm(cur - prev))
-        prev = cur
-        if change <= inner_tol * float(np.linalg.norm(cur)):
-            break
-    return gammas
+    return _sweep_until_stable(
+        lam, gammas, lambda g: _pc_sweep(lam, g, couplings), inner_tol, inner_max_iter, trace
+    )
 
 
 def fit_pc_kronecker_sbl(
