@@ -16,6 +16,8 @@ _LAZY = {
     "RVMRegressor": "probsparse.models",
     "SparseLinearModel": "probsparse.models",
     "datasets": "probsparse.datasets",
+    "fit": "probsparse.inference.fitting",
+    "bayesianize": "probsparse.nn",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,9 +1,11 @@
 """The ``probsparse`` command: the main jobs, composed from the library (no logic of its own).
 
-``probsparse demo`` fits sparse Bayesian regressions on scikit-learn's bundled diabetes data, padded
-with irrelevant random features, and prints which features each keeps, how well it predicts held-out
-patients (R², coverage of the 95 % predictive intervals) and the posterior intervals of the kept
-features, beside scikit-learn's ``ARDRegression``.
+- ``probsparse compress``: train a Bayesian MLP under a sparsity prior, prune, export a smaller plain network
+  and write a report with plots (:func:`probsparse.compress.compress`).
+- ``probsparse demo``: the same on scikit-learn's bundled digits, sized to finish in a few minutes on one core.
+- ``probsparse sbl-demo``: sparse Bayesian regressions on the bundled diabetes data padded with random
+  distractor features, beside scikit-learn's ``ARDRegression`` (kept features, held-out R², interval
+  coverage, posterior intervals).
 """
 
 from __future__ import annotations
@@ -15,7 +17,45 @@ import time
 import numpy as np
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _compress(args: argparse.Namespace) -> int:
+    from .compress import compress
+
+    start = time.perf_counter()
+    result = compress(
+        args.dataset,
+        out_dir=args.out,
+        hidden=args.hidden,
+        prior=args.prior,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rule=args.rule,
+        seed=args.seed,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    r = result.report
+    acc = r.accuracy
+    print(f"dataset {args.dataset}: prior {args.prior}, rule {args.rule}, {args.epochs} epochs")
+    print(f"  Bayesian network (posterior predictive) test accuracy  {result.bayes_accuracy:.4f}")
+    print(f"  dense posterior-mean network                           {acc.get('original', float('nan')):.4f}")
+    print(f"  pruned posterior mean / exported network               {acc.get('pruned', float('nan')):.4f} / {acc.get('exported', float('nan')):.4f}")
+    print(
+        f"  weights kept {r.n_nonzero} of {r.n_weights_original} ({100 * r.kept_weight_fraction:.2f} %, "
+        f"{r.compression_ratio:.0f}x); input features {r.input_features_kept} of {r.input_features}; "
+        f"hidden widths {r.hidden_widths}"
+    )
+    if r.size_original_bytes and r.size_exported_bytes:
+        print(f"  size on disk {r.size_original_bytes} -> {r.size_exported_bytes} bytes")
+    for batch, t in sorted(r.latency_s.items()):
+        print(f"  latency batch {batch}: {t['original'] * 1e6:.1f} -> {t['exported'] * 1e6:.1f} us ({t['ratio']:.2f}x)")
+    print(f"\nexported network: {result.paths['network']}")
+    print(f"report: {result.paths['report_md']} (and report.json, sparsity.png, accuracy_vs_kept.png)")
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _sbl_demo(args: argparse.Namespace) -> int:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import ARDRegression
     from sklearn.model_selection import train_test_split
@@ -73,12 +113,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="probsparse", description="Bayesian sparse modelling.")
     parser.add_argument("--version", action="version", version=f"probsparse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="fit a sparse Bayesian regression on a bundled dataset")
-    demo.add_argument("--engine", default="tipping_faul", choices=["tipping_faul", "em", "mackay"])
-    demo.add_argument("--distractors", type=int, default=40, help="random features added to the data")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
+    compress = sub.add_parser("compress", help="train a Bayesian MLP, prune it and export a smaller network")
+    _add_compress_arguments(compress, dataset="digits", epochs=100)
+    compress.set_defaults(func=_compress)
+    demo = sub.add_parser("demo", help="'compress' on the bundled digits data (a few minutes on one core)")
+    _add_compress_arguments(demo, dataset="digits", epochs=100)
+    demo.set_defaults(func=_compress)
+    sbl = sub.add_parser("sbl-demo", help="fit sparse Bayesian regressions on a bundled dataset")
+    sbl.add_argument("--engine", default="tipping_faul", choices=["tipping_faul", "em", "mackay"])
+    sbl.add_argument("--distractors", type=int, default=40, help="random features added to the data")
+    sbl.add_argument("--seed", type=int, default=0)
+    sbl.set_defaults(func=_sbl_demo)
     return parser
+
+
+def _add_compress_arguments(parser: argparse.ArgumentParser, *, dataset: str, epochs: int) -> None:
+    from .compress import PRIORS
+
+    parser.add_argument("--dataset", default=dataset, help="digits, mnist, or a .npz / .csv file (default: %(default)s)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[300, 100], help="hidden widths (default: 300 100)")
+    parser.add_argument("--prior", default="sparse-vd", choices=PRIORS)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--rule", default="log_alpha:threshold=3", help="pruning rule, e.g. log_alpha:threshold=3, snr:keep=0.02"
+    )
+    parser.add_argument("--out", default="probsparse-out", help="output folder (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the fit from the output folder's checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,26 +13,43 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from probsparse.nn.conv import BayesianConv2d
 from probsparse.nn.linear import BayesianLinear
 
 __all__ = ["deterministic_state", "to_deterministic"]
 
 
+def _load_means(layer, plain: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for name, value in layer.mean_parameters().items():
+            getattr(plain, name).copy_(value)
+    plain.train(layer.training)
+    return plain
+
+
 def _linear_from_bayesian(layer: BayesianLinear) -> nn.Linear:
-    params = layer.mean_parameters()
-    weight = params["weight"]
+    weight = layer.mean_parameters()["weight"]
     linear = nn.Linear(
-        layer.in_features,
-        layer.out_features,
-        bias="bias" in params,
+        layer.in_features, layer.out_features, bias=layer.has_bias, device=weight.device, dtype=weight.dtype
+    )
+    return _load_means(layer, linear)
+
+
+def _conv_from_bayesian(layer: BayesianConv2d) -> nn.Conv2d:
+    weight = layer.mean_parameters()["weight"]
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
+        bias=layer.has_bias,
         device=weight.device,
         dtype=weight.dtype,
     )
-    with torch.no_grad():
-        for name, value in params.items():
-            getattr(linear, name).copy_(value)
-    linear.train(layer.training)
-    return linear
+    return _load_means(layer, conv)
 
 
 # Bayesian layer type -> builder of its deterministic counterpart. Looked up along the MRO, so subclasses
@@ -40,6 +57,7 @@ def _linear_from_bayesian(layer: BayesianLinear) -> nn.Linear:
 # register their own.
 _CONVERTERS: dict[type[nn.Module], Callable[[nn.Module], nn.Module]] = {
     BayesianLinear: _linear_from_bayesian,
+    BayesianConv2d: _conv_from_bayesian,
 }
 
 
@@ -73,11 +91,11 @@ def _join(prefix: str, name: str) -> str:
 def deterministic_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of the posterior-mean network, keyed as :func:`to_deterministic` ``(module)`` would be.
 
-    Every :class:`~probsparse.nn.BayesianLinear` at qualified name ``n`` contributes ``n.weight`` (its
-    ``weight_mean``, shape (out_features, in_features)) and, if it has a bias, ``n.bias`` (``bias_mean``,
-    shape (out_features,)) in place of its variational parameters. Every other parameter and buffer is
+    Every Bayesian layer at qualified name ``n`` contributes ``n.weight`` (its posterior mean
+    :math:`E[W]`, from ``mean_parameters()``) and, if it has a bias, ``n.bias`` in place of its variational
+    parameters. Every other parameter and buffer is
     passed through under its usual key, so the result loads with ``strict=True`` into the same architecture
-    built from :class:`torch.nn.Linear`.
+    built from :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d`.
 
     Parameters
     ----------
@@ -118,9 +136,10 @@ def deterministic_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def to_deterministic(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with every Bayesian layer replaced by its posterior-mean ``torch.nn`` layer.
 
-    :class:`~probsparse.nn.BayesianLinear` becomes :class:`torch.nn.Linear` with
-    ``weight = weight_mean`` and ``bias = bias_mean`` (same dtype, device and training flag), so that
-    ``to_deterministic(net)(x)`` equals the Bayesian network's output with ``sample=False`` in every layer.
+    :class:`~probsparse.nn.BayesianLinear` becomes :class:`torch.nn.Linear` and
+    :class:`~probsparse.nn.BayesianConv2d` :class:`torch.nn.Conv2d`, holding the posterior means (same dtype,
+    device and training flag), so that ``to_deterministic(net)(x)`` equals the Bayesian network's output
+    under :func:`probsparse.nn.posterior_mean`.
 
     Parameters
     ----------

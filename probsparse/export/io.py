@@ -37,6 +37,8 @@ MANIFEST_FILE = "manifest.json"
 
 # safetensors keeps its own header under this key; a tensor of that name would be ambiguous.
 _RESERVED_NAMES = frozenset({"__metadata__"})
+# Top-level manifest entries written by every save; richer savers add their own sections beside them.
+_MANIFEST_KEYS = frozenset({"format", "format_version", "probsparse_version", "sha256", "tensors", "metadata"})
 
 
 def save_network(
@@ -78,15 +80,35 @@ def save_network(
     >>> state["fc.weight"].shape, manifest["metadata"]
     (torch.Size([2, 3]), {'note': 'demo'})
     """
+    return _write(state, path, metadata=metadata, sections={})
+
+
+def _json_ready(value: Any, name: str) -> Any:
+    """A JSON round-trip copy of ``value``; TypeError naming ``name`` if it is not plain finite JSON."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be JSON-serialisable (finite numbers, str keys): {exc}") from exc
+
+
+def _write(
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None,
+    sections: dict[str, Any],
+) -> Path:
+    """Write weights + manifest; ``sections`` become extra top-level manifest entries (e.g. an architecture)."""
     tensors = _checked_state(state)
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
-    try:
-        metadata_json = json.loads(json.dumps(metadata, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serialisable (finite numbers, str keys): {exc}") from exc
+    metadata_json = _json_ready(metadata, "metadata")
+    clash = sorted(set(sections) & _MANIFEST_KEYS)
+    if clash:
+        raise ValueError(f"manifest sections {clash} are reserved by the format")
+    sections_json = {key: _json_ready(value, f"manifest section {key!r}") for key, value in sections.items()}
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -106,6 +128,7 @@ def save_network(
             "sha256": _sha256_of_file(weights_tmp),
             "tensors": {name: _describe(t) for name, t in tensors.items()},
             "metadata": metadata_json,
+            **sections_json,
         }
         manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         os.replace(weights_tmp, weights_path)

@@ -12,6 +12,11 @@ convenience loop over them; a user who wants to own the loop writes::
 
 Free hyperparameters of the model (type-II variances, ``pyro.param`` sites) are optimised jointly with the
 guide, which maximises the ELBO over them: variational type-II maximum likelihood.
+
+:func:`fit` (defined in :mod:`probsparse.inference.fitting`, re-exported here) is the general loop: Pyro models
+*and* Bayesian torch networks, minibatches with the right KL scaling, KL warm-up, learning-rate schedules,
+validation, early stopping, callbacks, checkpoints and resume. :func:`fit_svi` is the full-batch loop that also
+draws posterior samples (:class:`SVIResult`).
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from pyro.poutine.util import prune_subsample_sites
 from tqdm import tqdm
 
 from probsparse._validation import check_positive_int, check_positive_real
+from probsparse.inference.fitting import FitResult, fit
 
-__all__ = ["SVIResult", "fit_svi", "make_guide"]
+__all__ = ["FitResult", "SVIResult", "fit", "fit_svi", "make_guide"]
 
 _GUIDES = {"normal": AutoNormal, "mvn": AutoMultivariateNormal}
 

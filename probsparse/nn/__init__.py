@@ -1,11 +1,22 @@
-"""Bayesian neural-network layers.
+"""Bayesian neural-network layers and whole-network helpers.
 
-A layer owns its variational parameters and computes its stochastic forward pass (local
-reparameterisation) and its KL divergence to the prior; the objective decides how the KL is scaled.
-Every layer also exposes ``mean_parameters()``, the posterior-mean weights under the names of its
-deterministic counterpart, which is what :mod:`probsparse.export` reads.
+A layer owns its prior's variational family (:mod:`probsparse.nn.families`) and computes its stochastic
+forward pass (local reparameterisation) and its KL divergence to the prior; the objective decides how the KL
+is scaled. Every layer also exposes ``pruning_scores()`` and ``mean_parameters()`` (posterior-mean weights
+under the names of its deterministic counterpart), which is what :mod:`probsparse.export` reads.
 """
 
+from probsparse.nn.base import BayesianLayer
+from probsparse.nn.conv import BayesianConv2d
+from probsparse.nn.convert import bayesian_layers, bayesianize, kl_divergence, posterior_mean
 from probsparse.nn.linear import BayesianLinear
 
-__all__ = ["BayesianLinear"]
+__all__ = [
+    "BayesianConv2d",
+    "BayesianLayer",
+    "BayesianLinear",
+    "bayesian_layers",
+    "bayesianize",
+    "kl_divergence",
+    "posterior_mean",
+]

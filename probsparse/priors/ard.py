@@ -8,7 +8,6 @@ sites) for an optimiser to fit.
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Sequence
 from numbers import Real
 
@@ -19,60 +18,9 @@ import torch
 from pyro.distributions import constraints
 
 from probsparse._validation import check_positive_real
+from probsparse.priors.base import DETERMINISTIC, PARAM, SAMPLE, WeightPrior, _check_name, _check_shape
 
-__all__ = ["ARDPrior", "WeightPrior"]
-
-# Kinds of site reported by ``WeightPrior.site_names``.
-SAMPLE = "sample"
-DETERMINISTIC = "deterministic"
-PARAM = "param"
-
-
-def _check_shape(shape) -> torch.Size:
-    if isinstance(shape, int | np.integer) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    if not isinstance(shape, Sequence) or not all(
-        isinstance(s, int | np.integer) and not isinstance(s, bool) for s in shape
-    ):
-        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}")
-    if any(s <= 0 for s in shape):
-        raise ValueError(f"shape must have positive sizes, got {tuple(shape)}")
-    return torch.Size(int(s) for s in shape)
-
-
-def _check_name(name) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return name
-
-
-class WeightPrior(abc.ABC):
-    """Interface shared by the sparsity priors: place named Pyro sites for a weight tensor.
-
-    A prior is used inside a Pyro model as ``w = prior.sample("w", (d,))``. The weight tensor has
-    ``shape`` as its event shape (``.to_event(len(shape))``), so any plates the caller opens around the
-    call broadcast on the left. Every site's name starts with ``name``, so one prior object can serve several
-    weight tensors of one model.
-
-    Subclasses implement :meth:`sample`, :meth:`site_names` and :attr:`is_type2`.
-    """
-
-    @abc.abstractmethod
-    def sample(self, name: str, shape, *, dtype=None, device=None) -> torch.Tensor:
-        """Place the prior's sites for the weight tensor ``name``; return the weights (shape ``shape``)."""
-
-    @abc.abstractmethod
-    def site_names(self, name: str) -> dict[str, str]:
-        """Sites :meth:`sample` creates for ``name``, in creation order, mapped to their kind.
-
-        The kind is ``"sample"`` (a latent random variable), ``"deterministic"`` (a derived, recorded
-        value) or ``"param"`` (a free hyperparameter, ``pyro.param``).
-        """
-
-    @property
-    @abc.abstractmethod
-    def is_type2(self) -> bool:
-        """Whether the prior has free hyperparameters (``pyro.param`` sites) to be fitted by an optimiser."""
+__all__ = ["ARD", "ARDPrior"]
 
 
 class ARDPrior(WeightPrior):
@@ -292,6 +240,27 @@ class ARDPrior(WeightPrior):
         raw = pyro.sample(f"{name}_raw", dist.Normal(zero, 1.0).expand(shape).to_event(event_dim))
         return pyro.deterministic(name, gamma.sqrt() * raw, event_dim=event_dim)
 
+    def scale_distributions(self, shape, zero) -> dict:
+        """Scale variables as the Bayesian layers see them (:class:`~probsparse.nn.families.ScaleMixtureFamily`).
+
+        Hierarchical mode: ``{"precision": Gamma(a, b)}`` per weight; type-II: ``{"gamma": None}`` (a point
+        estimate, no KL); fixed: no variable.
+        """
+        if self.precision_prior is not None:
+            a, b = self.precision_prior
+            return {"precision": dist.Gamma(zero + a, zero + b).expand(shape)}
+        if self.is_type2:
+            return {"gamma": None}
+        return {}
+
+    def effective_scale(self, scales: dict):
+        """Standard deviation of the weights given the scale variables of :meth:`scale_distributions`."""
+        if self.precision_prior is not None:
+            return scales["precision"].rsqrt()
+        if self.is_type2:
+            return scales["gamma"].sqrt()
+        return self.variance.sqrt()
+
     def __repr__(self) -> str:
         if self.is_type2:
             mode = f"init_variance={self.init_variance}"
@@ -303,3 +272,7 @@ class ARDPrior(WeightPrior):
             if self.centred:
                 mode += ", centred=True"
         return f"ARDPrior({mode})"
+
+
+# The name used across the prior family (Horseshoe, SpikeAndSlab, ...); ARDPrior is kept for the SBL code.
+ARD = ARDPrior

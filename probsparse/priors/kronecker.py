@@ -10,7 +10,8 @@ import torch
 from pyro.distributions import constraints
 
 from probsparse._validation import check_positive_int, check_positive_real
-from probsparse.priors.ard import DETERMINISTIC, PARAM, SAMPLE, ARDPrior, WeightPrior, _check_name, _check_shape
+from probsparse.priors.ard import ARDPrior
+from probsparse.priors.base import DETERMINISTIC, PARAM, SAMPLE, WeightPrior, _check_name, _check_shape
 
 __all__ = ["KroneckerARDPrior"]
 

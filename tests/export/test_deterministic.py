@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from probsparse.export import deterministic_state, load_network, save_network, to_deterministic
-from probsparse.nn import BayesianLinear
+from probsparse.nn import BayesianLinear, posterior_mean
 
 DTYPE = torch.float64
 
@@ -31,10 +31,9 @@ def _bayesian_mlp(dtype=DTYPE):
 
 
 def _mean_forward(net, x):
-    """The Bayesian Sequential's output with sample=False in every Bayesian layer."""
-    for layer in net:
-        x = layer(x, sample=False) if isinstance(layer, BayesianLinear) else layer(x)
-    return x
+    """The Bayesian network's posterior-mean output."""
+    with posterior_mean(net):
+        return net(x)
 
 
 def _contains_bayesian(module):
@@ -71,12 +70,12 @@ def test_deterministic_state_is_the_posterior_means_under_linear_names():
     state = deterministic_state(net)
     assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     for idx in (0, 2):
-        torch.testing.assert_close(state[f"{idx}.weight"], net[idx].weight_mean, rtol=0, atol=0)
+        torch.testing.assert_close(state[f"{idx}.weight"], net[idx].weight.theta.mean, rtol=0, atol=0)
         torch.testing.assert_close(state[f"{idx}.bias"], net[idx].bias_mean, rtol=0, atol=0)
     assert not any(t.requires_grad for t in state.values())
     # Copies, not views: editing the export must not edit the posterior.
     state["0.weight"].zero_()
-    assert net[0].weight_mean.abs().sum() > 0
+    assert net[0].weight.theta.mean.abs().sum() > 0
 
 
 def test_deterministic_state_matches_state_dict_of_to_deterministic():
@@ -116,8 +115,8 @@ class _Net(nn.Module):
         return self.head["out"](torch.relu(self.norm(self.fc1(x)))) + self.skip(x)
 
     def mean_forward(self, x):
-        h = torch.relu(self.norm(self.fc1(x, sample=False)))
-        return self.head["out"](h, sample=False) + self.skip(x)
+        with posterior_mean(self):
+            return self(x)
 
 
 class _PlainNet(nn.Module):
@@ -176,12 +175,12 @@ def test_a_single_bayesian_layer_becomes_a_linear():
     assert list(deterministic_state(layer)) == ["weight", "bias"]
     x = torch.randn(5, 3, dtype=DTYPE)
     with torch.no_grad():
-        torch.testing.assert_close(plain(x), layer(x, sample=False), rtol=0, atol=0)
+        torch.testing.assert_close(plain(x), _mean_forward(layer, x), rtol=0, atol=0)
 
 
 def test_subclass_is_converted_through_its_mean_parameters():
     class _Scaled(BayesianLinear):
-        """A layer whose posterior mean is not weight_mean (like a scale mixture E[W] = M E[z])."""
+        """A layer overriding its posterior mean: the exporter must go through mean_parameters()."""
 
         def mean_parameters(self):
             params = super().mean_parameters()
@@ -190,7 +189,7 @@ def test_subclass_is_converted_through_its_mean_parameters():
 
     net = nn.Sequential(_Scaled(3, 2, dtype=DTYPE))
     state = deterministic_state(net)
-    torch.testing.assert_close(state["0.weight"], 2.0 * net[0].weight_mean.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(state["0.weight"], 2.0 * net[0].weight.theta.mean.detach(), rtol=0, atol=0)
     assert type(to_deterministic(net)[0]) is nn.Linear
 
 

@@ -1,0 +1,146 @@
+"""LeNet-300-100 pieces shared by the ``svi`` and ``export`` benchmarks: the network, training-step timings
+(probsparse Bayesian network, plain torch, Pyro ``AutoNormal`` on ``PyroSample`` weights) and the MNIST fit."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+N_TRAIN_MNIST = 60_000
+
+
+def lenet_300_100() -> nn.Sequential:
+    """784-300-100-10 ReLU MLP (LeCun et al.'s LeNet-300-100)."""
+    return nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def _median_step(step, n_steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(n_steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_time_torch(batch_size: int = 128, n_steps: int = 60, seed: int = 0) -> float:
+    """Median seconds of one Adam step (forward, cross-entropy, backward, update) of the plain network."""
+    torch.manual_seed(seed)
+    net = lenet_300_100()
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = torch.randn(batch_size, 784), torch.randint(0, 10, (batch_size,))
+
+    def step():
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimiser.step()
+
+    return _median_step(step, n_steps, warmup=10)
+
+
+def step_time_probsparse(prior, batch_size: int = 128, n_batches: int = 60, seed: int = 0) -> float:
+    """Median seconds per step of :func:`probsparse.inference.fit` on the bayesianized network.
+
+    Measured through ``fit`` itself (one epoch per call, per-step times from ``FitResult.epoch_times``), so the
+    figure includes everything a user's step pays: the loop, the KL of every layer, the optimiser.
+    """
+    from probsparse.inference import fit
+    from probsparse.nn import bayesianize
+
+    torch.manual_seed(seed)
+    net = bayesianize(lenet_300_100(), prior)
+    x = torch.randn(batch_size * n_batches, 784)
+    y = torch.randint(0, 10, (batch_size * n_batches,))
+    per_step = []
+    for repeat in range(3):
+        result = fit(net, (x, y), likelihood="categorical", epochs=1, batch_size=batch_size, seed=repeat, progress=False)
+        per_step.append(result.epoch_times[-1] / result.n_steps)
+    return statistics.median(per_step[1:])  # the first call pays one-off set-up
+
+
+def step_time_autonormal(batch_size: int = 128, n_steps: int = 40, seed: int = 0) -> float:
+    """Median seconds of one ``SVI.step`` with ``AutoNormal`` on a ``PyroSample`` LeNet (N(0, 1) weight priors)."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+    from pyro.nn import PyroModule, PyroSample
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+
+    class PyroLeNet(PyroModule):
+        def __init__(self):
+            super().__init__()
+            sizes = [(784, 300), (300, 100), (100, 10)]
+            self.layers = PyroModule[nn.ModuleList]([PyroModule[nn.Linear](i, o) for i, o in sizes])
+            for layer, (i, o) in zip(self.layers, sizes, strict=True):
+                layer.weight = PyroSample(dist.Normal(0.0, 1.0).expand([o, i]).to_event(2))
+                layer.bias = PyroSample(dist.Normal(0.0, 1.0).expand([o]).to_event(1))
+
+        def forward(self, x, y):
+            for k, layer in enumerate(self.layers):
+                x = layer(x) if k == len(self.layers) - 1 else torch.relu(layer(x))
+            with pyro.plate("data", N_TRAIN_MNIST, subsample=torch.arange(len(y))):
+                pyro.sample("obs", dist.Categorical(logits=x), obs=y)
+
+    model = PyroLeNet()
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    x, y = torch.randn(batch_size, 784), torch.randint(0, 10, (batch_size,))
+    try:
+        return _median_step(lambda: svi.step(x, y), n_steps, warmup=5)
+    finally:
+        pyro.clear_param_store()
+
+
+def fit_mnist_lenet(prior, data, *, epochs: int, lr: float = 2e-3, seed: int = 0, progress: bool = False):
+    """Train the Bayesian LeNet-300-100 on MNIST with probsparse's ``fit`` (batch 128, cosine lr, KL warm-up
+    over the first quarter of the epochs). Returns ``(network, FitResult)``."""
+    from probsparse.inference import fit
+    from probsparse.nn import bayesianize
+
+    torch.manual_seed(seed)
+    net = bayesianize(lenet_300_100(), prior)
+    X, y = torch.as_tensor(data.X_train), torch.as_tensor(data.y_train)
+    result = fit(
+        net,
+        (X, y),
+        likelihood="categorical",
+        epochs=epochs,
+        batch_size=128,
+        lr=lr,
+        lr_schedule="cosine",
+        kl_warmup=max(1, epochs // 4),
+        kl_warmup_unit="epochs",
+        seed=seed,
+        progress=progress,
+    )
+    return net, result
+
+
+def classification_metrics(network, X, y, n_draws: int = 10) -> dict:
+    """Test error (%), NLL and ECE (%) of the posterior predictive (``n_draws`` stochastic passes averaged)
+    and the error of the posterior-mean network."""
+    from probsparse.diagnostics.calibration import expected_calibration_error
+    from probsparse.nn import posterior_mean
+
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    with torch.no_grad():
+        probs = torch.stack([torch.softmax(network(X), -1) for _ in range(n_draws)]).mean(0)
+        with posterior_mean(network):
+            mean_pred = network(X).argmax(-1)
+    p = probs.double().numpy()
+    nll = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-300, None))))
+    return {
+        "error_pct": float((probs.argmax(-1) != y).double().mean()) * 100,
+        "mean_net_error_pct": float((mean_pred != y).double().mean()) * 100,
+        "nll": nll,
+        "ece_pct": 100 * float(expected_calibration_error(p, y.numpy())),
+    }

@@ -1,0 +1,490 @@
+r"""Variational families of a Bayesian layer's weights, one per kind of prior.
+
+A family owns the variational parameters of one weight tensor and answers four questions for the layer:
+
+* :meth:`~WeightFamily.sample_moments`: mean and variance of the weights for one stochastic forward pass
+  (the layer turns them into pre-activation moments, local reparameterisation);
+* :meth:`~WeightFamily.kl`: :math:`\mathrm{KL}(q \,\|\, p)` of all the family's latent variables;
+* :meth:`~WeightFamily.posterior_moments`: :math:`E_q[w]` and :math:`\mathrm{Var}_q[w]` (export, pruning);
+* :meth:`~WeightFamily.extra_scores`: pruning statistics only this family defines.
+
+The family is chosen from the prior's class by :func:`family_for` (a registry: a new prior registers its
+family with :func:`register_family`).
+
+=========================================  =========================================================
+prior                                      family
+=========================================  =========================================================
+Normal, Horseshoe, RegularizedHorseshoe,   :class:`ScaleMixtureFamily`: :math:`w = s(\phi)\,\theta`,
+GroupHorseshoe, ARD                        Gaussian :math:`q(\theta)`, log-normal :math:`q(\phi_k)`
+SpikeAndSlab                               :class:`SpikeSlabFamily`: :math:`q(w, \xi)`, closed-form KL
+LogUniform (per weight)                    :class:`SparseVDFamily`: :math:`\mathcal N(\theta,\alpha\theta^2)`
+LogUniform with groups, GroupNormalJeffreys :class:`GroupNJFamily`: Gaussian group scales
+=========================================  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probsparse.priors.ard import ARDPrior
+from probsparse.priors.base import WeightPrior, group_shape
+from probsparse.priors.jeffreys import LogUniform, molchanov_neg_kl
+from probsparse.priors.scale_mixture import ScaleMixturePrior
+from probsparse.priors.spike_slab import SpikeAndSlab
+
+__all__ = [
+    "GroupNJFamily",
+    "ScaleMixtureFamily",
+    "SparseVDFamily",
+    "SpikeSlabFamily",
+    "WeightFamily",
+    "family_for",
+    "register_family",
+]
+
+# Gauss-Hermite rule for E_q[f(u)] with q = N(m, v): sum_k w_k / sqrt(pi) f(m + sqrt(2 v) x_k).
+_HERMITE_NODES, _HERMITE_WEIGHTS = (torch.as_tensor(a) for a in np.polynomial.hermite.hermgauss(10))
+# Draws used to average over the scale variables in posterior_moments (fixed seed: a deterministic export).
+_MOMENT_DRAWS = 64
+_LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+# Scale variables with more entries than this (one per weight of a large layer) get a one-draw Monte Carlo
+# estimate of E_q[log p] instead of the quadrature: unbiased, and 10x cheaper where it matters.
+_QUADRATURE_MAX_ENTRIES = 4096
+
+
+class WeightFamily(nn.Module):
+    """Base class: the variational posterior of one weight tensor (see the module docstring)."""
+
+    def __init__(self, prior: WeightPrior, shape: torch.Size):
+        super().__init__()
+        self.prior = prior
+        self.shape = torch.Size(shape)
+
+    def sample_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the weights for one stochastic forward pass (scale variables drawn once)."""
+        mean, var, in_scale, out_scale = self.sample_factors()
+        for scale in (in_scale, out_scale):
+            if scale is not None:
+                mean, var = scale * mean, scale.square() * var
+        return mean, var
+
+    def sample_factors(self):
+        """:meth:`sample_moments` in factored form ``(mean, var, in_scale, out_scale)``.
+
+        The weight moments are ``in_scale * out_scale * mean`` and ``(in_scale * out_scale)**2 * var``, where
+        ``in_scale`` (shape with non-unit size only along the weight's dim 1) and ``out_scale`` (only along dim
+        0, or all ones) may be ``None``; the layer applies them to its input and output instead of the weights.
+        """
+        mean, var = self.sample_moments()
+        return mean, var, None, None
+
+    def kl(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def posterior_moments(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mean_weight(self) -> torch.Tensor:
+        """:math:`E_q[w]`, shape :attr:`shape` (differentiable where the family allows)."""
+        return self.posterior_moments()[0]
+
+    def extra_scores(self) -> dict[str, torch.Tensor]:
+        """Pruning statistics particular to the family (weight-shaped, detached)."""
+        return {}
+
+
+_FAMILIES: dict[type, Callable[[WeightPrior, torch.Size, torch.Tensor, float], WeightFamily]] = {}
+
+
+def register_family(prior_type: type):
+    """Class decorator: build layers with ``prior_type`` (and its subclasses) using the decorated family.
+
+    The family's constructor takes ``(prior, shape, init_weight, init_log_std)``.
+    """
+
+    def decorate(factory):
+        _FAMILIES[prior_type] = factory
+        return factory
+
+    return decorate
+
+
+def family_for(prior: WeightPrior, shape, init_weight: torch.Tensor, init_log_std: float) -> WeightFamily:
+    """The variational family of a layer weight of shape ``shape`` under ``prior`` (looked up along the MRO)."""
+    for cls in type(prior).__mro__:
+        if cls in _FAMILIES:
+            return _FAMILIES[cls](prior, torch.Size(shape), init_weight, init_log_std)
+    raise TypeError(
+        f"no Bayesian-layer family is registered for the prior {type(prior).__name__}; known priors: "
+        f"{sorted(c.__name__ for c in _FAMILIES)} (register one with probsparse.nn.families.register_family)"
+    )
+
+
+def _log_density_of_log(prior, u: torch.Tensor) -> torch.Tensor:
+    r"""Log density of :math:`u = \log\phi` for :math:`\phi \sim` ``prior``: :math:`\log p(e^u) + u`.
+
+    Closed forms for the scale priors of the library (a few tensor operations where the generic
+    ``log_prob`` of a transformed distribution costs tens); any other distribution goes through ``log_prob``.
+    """
+    if isinstance(prior, torch.distributions.HalfCauchy):
+        log_scale = prior.scale.log()
+        return math.log(2.0 / math.pi) - log_scale + u - F.softplus(2.0 * (u - log_scale))
+    if isinstance(prior, torch.distributions.InverseGamma):
+        a, b = prior.concentration, prior.rate
+        return a * b.log() - torch.lgamma(a) - a * u - b * torch.exp(-u)
+    if isinstance(prior, torch.distributions.Gamma):
+        a, b = prior.concentration, prior.rate
+        return a * b.log() - torch.lgamma(a) + a * u - b * u.exp()
+    return prior.log_prob(u.exp()) + u
+
+
+class _GaussianParameters(nn.Module):
+    """Mean and log standard deviation of a factorised Gaussian.
+
+    The log parameterisation (rather than softplus) makes the variance one ``exp`` whose derivative is the
+    variance itself, and the KL's log term free: the cheapest form for the per-step elementwise work.
+    """
+
+    def __init__(self, mean: torch.Tensor, init_std: float):
+        super().__init__()
+        self.mean = nn.Parameter(mean.detach().clone())
+        self.log_std = nn.Parameter(torch.full_like(self.mean, math.log(init_std)))
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.log_std.exp()
+
+    def var(self) -> torch.Tensor:
+        return (2.0 * self.log_std).exp()
+
+    def kl_normal(self, prior_std: float = 1.0) -> torch.Tensor:
+        """Sum of KL(N(mean, std^2) || N(0, prior_std^2))."""
+        scaled = 0.5 * (self.var() + self.mean.square()).sum() / prior_std**2
+        return scaled - 0.5 * self.mean.numel() - (self.log_std - math.log(prior_std)).sum()
+
+
+@register_family(ScaleMixturePrior)
+@register_family(ARDPrior)
+class ScaleMixtureFamily(WeightFamily):
+    r"""Non-centred scale mixture: :math:`w = s(\phi)\,\theta` with Gaussian :math:`\theta`, log-normal scales.
+
+    .. math::
+
+        q(\theta) = \prod \mathcal N(\mu, \sigma^2), \quad p(\theta) = \mathcal N(0, 1), \qquad
+        q(\log\phi_k) = \prod \mathcal N(m_k, v_k),
+
+    one :math:`\phi_k` per scale variable of the prior (:meth:`ScaleMixturePrior.scale_distributions`,
+    e.g. :math:`\tau` and :math:`\lambda` of the horseshoe). A forward pass draws the scales once
+    (reparameterised, shared by the mini-batch) and the weights given the scales by local
+    reparameterisation: :math:`E[w \mid \phi] = s\mu`, :math:`\mathrm{Var}[w \mid \phi] = s^2\sigma^2`.
+
+    .. math::
+
+        \mathrm{KL} = \mathrm{KL}(q(\theta) \,\|\, \mathcal N(0, 1))
+        + \sum_k \Big( -\mathbb H[q(\log\phi_k)] - E_q\big[\log p_k(e^{u}) + u\big] \Big),
+
+    the expectation by 10-point Gauss-Hermite quadrature per scale entry (the log-normal / half-Cauchy KL has
+    no closed form), or by one reparameterised draw for variables with more than 4096 entries. A scale
+    variable whose prior is ``None`` (type-II ARD) is a point estimate with no KL.
+
+    The first scale variable starts where the effective scale equals the spread of the initial weights, and
+    :math:`\theta` is stored in units of that initial scale (attribute :attr:`unit`: ``theta.mean`` holds
+    :math:`\mathrm{unit}\cdot\mu`), so that optimiser steps have the size of the weights rather than of a
+    unit-variance :math:`\theta`.
+    """
+
+    def __init__(self, prior, shape, init_weight, init_log_std):
+        super().__init__(prior, shape)
+        zero = torch.zeros((), dtype=init_weight.dtype)
+        # Built without argument validation: the KL evaluates their log densities at every step, where the
+        # support checks would cost more than the densities (the quadrature points are positive by construction).
+        previous = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)
+        try:
+            self._priors = prior.scale_distributions(self.shape, zero)
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(previous)
+        self.scale_loc = nn.ParameterDict()
+        self.scale_log_std = nn.ParameterDict()
+        init_std = math.exp(init_log_std)
+        for key, p in self._priors.items():
+            var_shape = self._variable_shape(key, p)
+            self.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
+            if p is not None:
+                self.scale_log_std[key] = nn.Parameter(torch.full(var_shape, math.log(init_std), dtype=zero.dtype))
+        with torch.no_grad():
+            self._start_at_scale(float(init_weight.std()) if init_weight.numel() > 1 else 1.0)
+            start = self._combine({k: v.exp() for k, v in self.scale_loc.items()}, zero)
+        # theta is stored in units of its initial scale (theta_stored = unit * theta): Adam's steps are then
+        # of the size of the weights, not of a unit-variance theta. Its N(0, 1) prior becomes N(0, unit^2).
+        self.unit = float(start.mean()) if start.numel() else 1.0
+        self.theta = _GaussianParameters(init_weight * (self.unit / start), init_std * self.unit)
+
+    def _start_at_scale(self, target: float) -> None:
+        """Set the first scale variable so the effective scale starts at ``target`` (the others at 1).
+
+        Then :math:`\theta = w_0 / s` starts at unit scale, where its N(0, 1) prior expects it, and the
+        effective weight noise starts at the size of the initial weights. Bisection on the log of the
+        variable, since the effective scale is monotone in it (increasing for a scale, decreasing for a
+        precision).
+        """
+        if not self.scale_loc or not target > 0:
+            return
+        key = next(iter(self.scale_loc))
+        loc = self.scale_loc[key]
+
+        def log_scale_at(c: float) -> float:
+            loc.fill_(c)
+            s = self._combine({k: v.exp() for k, v in self.scale_loc.items()}, loc)
+            return float(s.log().mean())
+
+        lo, hi, goal = -30.0, 30.0, math.log(target)
+        increasing = log_scale_at(hi) > log_scale_at(lo)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if (log_scale_at(mid) < goal) == increasing:
+                lo = mid
+            else:
+                hi = mid
+        loc.fill_(0.5 * (lo + hi))
+
+    def _variable_shape(self, key, p) -> torch.Size:
+        if p is None:  # type-II variance: one per weight or group, as the prior declares
+            return group_shape(self.shape, getattr(self.prior, "groups", None))
+        return p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(self.shape))
+
+    def _combine(self, scales: dict[str, torch.Tensor], zero: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.prior.effective_scale(scales), dtype=zero.dtype)
+
+    def _draw_scales(self, eps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        scales = {}
+        for key, loc in self.scale_loc.items():
+            if key in self.scale_log_std:
+                noise = torch.randn_like(loc) if eps is None else eps[key]
+                scales[key] = (loc + self.scale_log_std[key].exp() * noise).exp()
+            else:
+                scales[key] = loc.exp()
+        return scales
+
+    def sample_factors(self):
+        s = self._combine(self._draw_scales(), self.theta.mean) / self.unit
+        mean, var = self.theta.mean, self.theta.var()
+        # A scale shared along every dim but the input one (or the output one) scales the layer's input (or
+        # output) instead of the weights: a few hundred multiplications instead of one per weight.
+        shared = [i for i, n in enumerate(s.shape) if n != 1]
+        if s.dim() == len(self.shape) and shared in ([], [0]):
+            return mean, var, None, s
+        if s.dim() == len(self.shape) and shared == [1]:
+            return mean, var, s, None
+        return s * mean, s.square() * var, None, None
+
+    def kl(self):
+        kl = self.theta.kl_normal(self.unit)
+        for key, p in self._priors.items():
+            if p is None:
+                continue
+            loc, log_std = self.scale_loc[key], self.scale_log_std[key]
+            std = log_std.exp()
+            if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
+                nodes = _HERMITE_NODES.to(loc.dtype).reshape((-1,) + (1,) * loc.dim())
+                weights = _HERMITE_WEIGHTS.to(loc.dtype).reshape(nodes.shape) / math.sqrt(math.pi)
+                u = loc + math.sqrt(2.0) * std * nodes
+                expected_log_p = (weights * _log_density_of_log(p, u)).sum(0)
+            else:
+                u = loc + std * torch.randn_like(loc)
+                expected_log_p = _log_density_of_log(p, u)
+            entropy = 0.5 * _LOG_2PI_E + log_std
+            kl = kl - (entropy + expected_log_p).sum()
+        return kl
+
+    @torch.no_grad()
+    def posterior_moments(self):
+        mu, var_theta = self.theta.mean, self.theta.var()
+        generator = torch.Generator().manual_seed(0)
+        shift = None
+        sum_d = sum_d2 = 0.0
+        # A loop rather than a batch of draws: with one scale per weight a batch would hold draws x weights.
+        for _ in range(_MOMENT_DRAWS):
+            eps = {k: torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in self.scale_loc.items()}
+            s = self._combine(self._draw_scales(eps), mu) / self.unit
+            # Sums of s - s_first, so that Var[s] is exactly 0 for a fixed scale and the variance below does not
+            # come from a difference of two near-equal numbers (which loses all of sigma^2 << mu^2).
+            shift = s if shift is None else shift
+            d = s - shift
+            sum_d, sum_d2 = sum_d + d, sum_d2 + d.square()
+        mean_d = sum_d / _MOMENT_DRAWS
+        var_s = (sum_d2 / _MOMENT_DRAWS - mean_d.square()).clamp_min(0.0)
+        mean_s = shift + mean_d
+        mean = mean_s * mu
+        # Var[s theta] = E[s^2] sigma^2 + Var[s] mu^2 for independent s and theta.
+        var = (var_s + mean_s.square()) * var_theta + var_s * mu.square()
+        return mean.expand(self.shape), var.expand(self.shape)
+
+
+@register_family(SpikeAndSlab)
+class SpikeSlabFamily(WeightFamily):
+    r"""Spike-and-slab family with the indicator kept: :math:`q(w, \xi) = q(\xi)\, q(w \mid \xi)`.
+
+    .. math::
+
+        q(\xi = 1) = \phi, \quad q(w \mid \xi = 1) = \mathcal N(\mu, \sigma^2), \quad
+        q(w \mid \xi = 0) = p(w \mid \xi = 0) = \mathcal N(0, \sigma_0^2),
+
+    so the spike part cancels in the KL, which is closed form:
+
+    .. math::
+
+        \mathrm{KL} = \sum \mathrm{KL}(\mathrm{Bern}(\phi) \,\|\, \mathrm{Bern}(\pi))
+        + \phi\, \mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, \sigma_1^2)).
+
+    The forward pass uses the marginal moments :math:`E[w] = \phi\mu`,
+    :math:`\mathrm{Var}[w] = \phi(\mu^2 + \sigma^2) + (1-\phi)\sigma_0^2 - \phi^2\mu^2`; :math:`\phi` is the
+    posterior inclusion probability (score ``"inclusion_prob"``).
+    """
+
+    def __init__(self, prior, shape, init_weight, init_log_std):
+        super().__init__(prior, shape)
+        self.theta = _GaussianParameters(init_weight, math.exp(init_log_std))
+        # Start mostly "in the slab" so the network can learn before the KL decides what to switch off.
+        self.inclusion_logit = nn.Parameter(torch.full_like(init_weight, 2.0))
+
+    def _moments(self):
+        phi = torch.sigmoid(self.inclusion_logit)
+        mu, var = self.theta.mean, self.theta.var()
+        mean = phi * mu
+        second = phi * (mu.square() + var) + (1.0 - phi) * self.prior.spike_scale**2
+        return mean, (second - mean.square()).clamp_min(0.0)
+
+    def sample_moments(self):
+        return self._moments()
+
+    def kl(self):
+        phi = torch.sigmoid(self.inclusion_logit)
+        pi = self.prior.inclusion_prior
+        # KL between Bernoullis written with log-sigmoids of the logit, stable for phi near 0 or 1.
+        log_phi, log_not_phi = F.logsigmoid(self.inclusion_logit), F.logsigmoid(-self.inclusion_logit)
+        kl_xi = phi * (log_phi - math.log(pi)) + (1.0 - phi) * (log_not_phi - math.log1p(-pi))
+        ratio_sq = (self.theta.std / self.prior.slab_scale).square()
+        kl_slab = 0.5 * (ratio_sq - ratio_sq.log() + (self.theta.mean / self.prior.slab_scale).square() - 1.0)
+        return (kl_xi + phi * kl_slab).sum()
+
+    @torch.no_grad()
+    def posterior_moments(self):
+        return self._moments()
+
+    def mean_weight(self):
+        return torch.sigmoid(self.inclusion_logit) * self.theta.mean
+
+    @torch.no_grad()
+    def extra_scores(self):
+        return {"inclusion_prob": torch.sigmoid(self.inclusion_logit)}
+
+
+# Molchanov et al. clip log alpha to this range in the KL: beyond it the approximation is flat anyway.
+_LOG_ALPHA_CLIP = 8.0
+
+
+@register_family(LogUniform)
+def _log_uniform_family(prior, shape, init_weight, init_log_std):
+    if prior.groups is None:
+        return SparseVDFamily(prior, shape, init_weight, init_log_std)
+    return GroupNJFamily(prior, shape, init_weight, init_log_std)
+
+
+class SparseVDFamily(WeightFamily):
+    r"""Sparse variational dropout: :math:`q(w) = \mathcal N(\theta, \sigma^2)`, :math:`\alpha = \sigma^2/\theta^2`.
+
+    .. math::
+
+        \mathrm{KL}(q \,\|\, p) \approx -\sum \mathrm{molchanov\_neg\_kl}(\log\alpha)
+        \quad (p(w) \propto 1/|w|, \text{ up to a constant}),
+
+    with :math:`\sigma` parameterised directly (additive noise, Molchanov et al.'s low-variance form) and
+    :math:`\log\alpha` clipped to :math:`[-8, 8]`. Pruned where :math:`\log\alpha \ge 3`.
+    """
+
+    def __init__(self, prior, shape, init_weight, init_log_std):
+        super().__init__(prior, shape)
+        self.theta = nn.Parameter(init_weight.detach().clone())
+        self.log_sigma2 = nn.Parameter(torch.full_like(init_weight, 2.0 * init_log_std))
+
+    def log_alpha(self) -> torch.Tensor:
+        log_alpha = self.log_sigma2 - torch.log(self.theta.square() + 1e-16)
+        return log_alpha.clamp(-_LOG_ALPHA_CLIP, _LOG_ALPHA_CLIP)
+
+    def sample_moments(self):
+        return self.theta, self.log_sigma2.exp()
+
+    def kl(self):
+        return -molchanov_neg_kl(self.log_alpha()).sum()
+
+    @torch.no_grad()
+    def posterior_moments(self):
+        return self.theta.detach(), self.log_sigma2.exp().detach()
+
+    def mean_weight(self):
+        return self.theta
+
+    @torch.no_grad()
+    def extra_scores(self):
+        return {"log_alpha": self.log_alpha()}
+
+
+class GroupNJFamily(WeightFamily):
+    r"""Group normal-Jeffreys family of Bayesian compression: Gaussian group scales times Gaussian weights.
+
+    .. math::
+
+        w = z_g\,\theta, \qquad q(z_g) = \mathcal N(\mu_g, \sigma_g^2), \qquad
+        q(\theta) = \mathcal N(\mu, \sigma^2), \qquad p(z_g) \propto 1/|z_g|, \quad p(\theta) = \mathcal N(0, 1),
+
+    .. math::
+
+        \mathrm{KL} \approx -\sum_g \mathrm{molchanov\_neg\_kl}(\log\alpha_g)
+        + \mathrm{KL}(q(\theta) \,\|\, \mathcal N(0, 1)), \qquad \log\alpha_g = \log\sigma_g^2 / \mu_g^2.
+
+    :math:`z` is drawn once per forward pass (shared by the mini-batch); the weights given :math:`z` by local
+    reparameterisation. The score ``"log_alpha"`` is the group's :math:`\log\alpha_g` (a whole neuron or
+    filter goes together; Louizos et al. prune where it exceeds a per-layer threshold around -3).
+    """
+
+    def __init__(self, prior, shape, init_weight, init_log_std):
+        super().__init__(prior, shape)
+        gshape = group_shape(shape, prior.groups)
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        # Louizos et al.'s initialisation: z around 1, all log-variances small.
+        self.z_mean = nn.Parameter(1.0 + 0.01 * torch.randn(gshape, generator=generator, dtype=init_weight.dtype))
+        self.z_log_var = nn.Parameter(torch.full(gshape, 2.0 * init_log_std, dtype=init_weight.dtype))
+        self.theta = _GaussianParameters(init_weight, math.exp(init_log_std))
+
+    def log_alpha(self) -> torch.Tensor:
+        log_alpha = self.z_log_var - torch.log(self.z_mean.square() + 1e-16)
+        return log_alpha.clamp(-_LOG_ALPHA_CLIP, _LOG_ALPHA_CLIP)
+
+    def sample_moments(self):
+        z = self.z_mean + (0.5 * self.z_log_var).exp() * torch.randn_like(self.z_mean)
+        return z * self.theta.mean, z.square() * self.theta.var()
+
+    def kl(self):
+        return -molchanov_neg_kl(self.log_alpha()).sum() + self.theta.kl_normal()
+
+    @torch.no_grad()
+    def posterior_moments(self):
+        mz, vz = self.z_mean, self.z_log_var.exp()
+        mu, var = self.theta.mean, self.theta.var()
+        mean = mz * mu
+        var_w = (mz.square() + vz) * (mu.square() + var) - mean.square()
+        return mean, var_w.clamp_min(0.0)
+
+    def mean_weight(self):
+        return self.z_mean * self.theta.mean
+
+    @torch.no_grad()
+    def extra_scores(self):
+        return {"log_alpha": self.log_alpha().expand(self.shape)}
