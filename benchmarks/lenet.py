@@ -59,7 +59,9 @@ def step_time_probsparse(prior, batch_size: int = 128, n_batches: int = 60, seed
     y = torch.randint(0, 10, (batch_size * n_batches,))
     per_step = []
     for repeat in range(3):
-        result = fit(net, (x, y), likelihood="categorical", epochs=1, batch_size=batch_size, seed=repeat, progress=False)
+        result = fit(
+            net, (x, y), likelihood="categorical", epochs=1, batch_size=batch_size, seed=repeat, progress=False
+        )
         per_step.append(result.epoch_times[-1] / result.n_steps)
     return statistics.median(per_step[1:])  # the first call pays one-off set-up
 
@@ -144,3 +146,64 @@ def classification_metrics(network, X, y, n_draws: int = 10) -> dict:
         "nll": nll,
         "ece_pct": 100 * float(expected_calibration_error(p, y.numpy())),
     }
+
+
+def export_end_to_end(data, *, prior, rule: str, epochs: int, lr: float = 1e-3, seed: int = 0) -> dict:
+    """Train the Bayesian LeNet-300-100 on MNIST, prune with ``rule``, shrink, save, reload and measure.
+
+    Returns the figures of the ``export`` benchmark's part 2: test error of the Bayesian network (posterior
+    predictive), of the dense posterior mean, of the pruned posterior mean and of the exported network; kept
+    weights, hidden widths, input pixels kept; batch-1 / batch-256 latency of the exported network against the
+    dense posterior-mean network.
+    """
+    import tempfile
+
+    from probsparse.export import (
+        PruningRule,
+        compression_report,
+        load,
+        masked_network,
+        measured_layer_factory,
+        prune,
+        save,
+        shrink,
+        to_deterministic,
+    )
+
+    network, result = fit_mnist_lenet(prior, data, epochs=epochs, lr=lr, seed=seed)
+    X_te, y_te = torch.as_tensor(data.X_test), torch.as_tensor(data.y_test)
+    bayes = classification_metrics(network, X_te, y_te)
+    pruning_rule = PruningRule.from_string(rule)
+    masks, _ = prune(network, pruning_rule)
+    exported = shrink(network, masks, dtype=torch.float32, layer_factory=measured_layer_factory(256))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save(exported, f"{tmp}/net", pruning=pruning_rule, prior=prior)
+        report = compression_report(
+            to_deterministic(network).float().eval(),
+            load(path),
+            pruned=masked_network(network, masks, dtype=torch.float32),
+            data=(X_te, y_te),
+            artefact=path,
+        )
+    acc = report.accuracy
+    return {
+        "epochs": epochs,
+        "fit_s": float(result.time_total),
+        "bayes_error_pct": bayes["error_pct"],
+        "bayes_nll": bayes["nll"],
+        "bayes_ece_pct": bayes["ece_pct"],
+        "mean_net_error_pct": 100 * (1 - acc["original"]),
+        "pruned_error_pct": 100 * (1 - acc["pruned"]),
+        "exported_error_pct": 100 * (1 - acc["exported"]),
+        "kept_weight_pct": 100 * report.kept_weight_fraction,
+        "hidden_widths": report.hidden_widths["exported"],
+        "pixels_kept": report.input_features_kept,
+        "latency_ratio_b1": report.latency_s[1]["ratio"],
+        "latency_ratio_b256": report.latency_s[256]["ratio"],
+        "exported_layers": [type(m).__name__ for m in load_layers(exported)],
+    }
+
+
+def load_layers(module: nn.Module) -> list[nn.Module]:
+    """The leaf layers of an exported sequential network."""
+    return [m for m in module.modules() if not list(m.children())]

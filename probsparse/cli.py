@@ -39,7 +39,8 @@ def _compress(args: argparse.Namespace) -> int:
     print(f"dataset {args.dataset}: prior {args.prior}, rule {args.rule}, {args.epochs} epochs")
     print(f"  Bayesian network (posterior predictive) test accuracy  {result.bayes_accuracy:.4f}")
     print(f"  dense posterior-mean network                           {acc.get('original', float('nan')):.4f}")
-    print(f"  pruned posterior mean / exported network               {acc.get('pruned', float('nan')):.4f} / {acc.get('exported', float('nan')):.4f}")
+    pruned, exported = acc.get("pruned", float("nan")), acc.get("exported", float("nan"))
+    print(f"  pruned posterior mean / exported network               {pruned:.4f} / {exported:.4f}")
     print(
         f"  weights kept {r.n_nonzero} of {r.n_weights_original} ({100 * r.kept_weight_fraction:.2f} %, "
         f"{r.compression_ratio:.0f}x); input features {r.input_features_kept} of {r.input_features}; "
@@ -79,9 +80,7 @@ def _sbl_demo(args: argparse.Namespace) -> int:
         models["SBLRegressor (evidence - log(d) per feature)"] = SBLRegressor(size_penalty="ric")
     models["sklearn ARDRegression"] = ARDRegression()
     SBLRegressor().fit(X_tr[:20, :5], y_tr[:20])  # compile the Numba kernels before timing
-    print(
-        f"  {'model':46s} {'kept':>5s} {'distractors':>12s} {'test R^2':>9s} {'95% cover':>10s} {'time ms':>8s}"
-    )
+    print(f"  {'model':46s} {'kept':>5s} {'distractors':>12s} {'test R^2':>9s} {'95% cover':>10s} {'time ms':>8s}")
     for label, model in models.items():
         start = time.perf_counter()
         model.fit(X_tr, y_tr)
@@ -130,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_compress_arguments(parser: argparse.ArgumentParser, *, dataset: str, epochs: int) -> None:
     from .compress import PRIORS
 
-    parser.add_argument("--dataset", default=dataset, help="digits, mnist, or a .npz / .csv file (default: %(default)s)")
+    parser.add_argument(
+        "--dataset", default=dataset, help="digits, mnist, or a .npz / .csv file (default: %(default)s)"
+    )
     parser.add_argument("--hidden", type=int, nargs="+", default=[300, 100], help="hidden widths (default: 300 100)")
     parser.add_argument("--prior", default="sparse-vd", choices=PRIORS)
     parser.add_argument("--epochs", type=int, default=epochs)

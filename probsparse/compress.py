@@ -142,7 +142,11 @@ def _standardised(X_tr, y_tr, X_te, y_te, *, name: str) -> ClassificationData:
     std[std == 0] = 1.0
     X_tr, X_te = ((X - mean) / std for X in (X_tr, X_te))
     return ClassificationData(
-        torch.as_tensor(X_tr, dtype=torch.float32), labels[0], torch.as_tensor(X_te, dtype=torch.float32), labels[1], name
+        torch.as_tensor(X_tr, dtype=torch.float32),
+        labels[0],
+        torch.as_tensor(X_te, dtype=torch.float32),
+        labels[1],
+        name,
     )
 
 
@@ -325,10 +329,19 @@ def _write_outputs(result: CompressResult, masks, out: Path, *, rule: str) -> di
         "",
         "| kept fraction | accuracy |",
         "|---|---|",
-        *(f"| {r['kept_fraction']:.4f} | {r.get('accuracy', float('nan')):.4f} |" for r in result.curve if "accuracy" in r),
+        *(
+            f"| {r['kept_fraction']:.4f} | {r.get('accuracy', float('nan')):.4f} |"
+            for r in result.curve
+            if "accuracy" in r
+        ),
     ]
     paths["report_md"].write_text("\n".join(text) + "\n")
-    payload = {"summary": summary, "pruning": result.pruning.to_dict(), "report": result.report.to_dict(), "curve": result.curve}
+    payload = {
+        "summary": summary,
+        "pruning": result.pruning.to_dict(),
+        "report": result.report.to_dict(),
+        "curve": result.curve,
+    }
     paths["report_json"].write_text(json.dumps(payload, indent=2, default=_jsonable))
 
     fig, axes = plt.subplots(1, len(masks), figsize=(4 * len(masks), 3.5), squeeze=False)

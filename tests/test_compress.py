@@ -41,7 +41,9 @@ def test_report_files_agree_with_the_result(small_run):
 def test_resume_continues_from_the_checkpoint(small_run, tmp_path):
     _, out = small_run
     assert (out / "checkpoint" / "checkpoint.pt").is_file()
-    straight = compress("digits", out_dir=tmp_path / "a", hidden=(16,), epochs=4, lr=1e-2, progress=False, latency_repeats=1)
+    straight = compress(
+        "digits", out_dir=tmp_path / "a", hidden=(16,), epochs=4, lr=1e-2, progress=False, latency_repeats=1
+    )
     compress("digits", out_dir=tmp_path / "b", hidden=(16,), epochs=2, lr=1e-2, progress=False, latency_repeats=1)
     # The resumed fit must use the same settings; only the epoch count grows, which the fit refuses.
     with pytest.raises(ValueError, match="epochs"):

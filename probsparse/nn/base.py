@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from probsparse._validation import check_finite_real, check_positive_real
@@ -91,25 +90,29 @@ class BayesianLayer(nn.Module):
     def bias_std(self) -> torch.Tensor | None:
         return None if self.bias_log_std is None else self.bias_log_std.exp()
 
+    def _batch_shape(self, x: torch.Tensor) -> torch.Size:
+        """The input's leading (example) dimensions."""
+        raise NotImplementedError  # pragma: no cover
+
     def _input_view(self, scale: torch.Tensor) -> torch.Tensor:
-        """A weight-shaped scale varying along dim 1 only, reshaped to multiply the layer's input."""
+        """An input scale (``batch_shape`` + weight shape, varying along dim 1) shaped to multiply the input."""
         raise NotImplementedError  # pragma: no cover
 
     def _output_view(self, scale: torch.Tensor) -> torch.Tensor:
-        """A weight-shaped scale varying along dim 0 only (or constant), reshaped to multiply the output."""
+        """An output scale (``batch_shape`` + weight shape, varying along dim 0) shaped to multiply the output."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _bias_view(self, bias: torch.Tensor) -> torch.Tensor:
+        """A bias (out,) shaped to add to the output."""
         raise NotImplementedError  # pragma: no cover
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         if not self.sampling:
             return self._affine(x, self.weight.mean_weight(), self.bias_mean)
-        mean_w, var_w, in_scale, out_scale = self.weight.sample_factors()
+        mean_w, var_w, in_scale, out_scale = self.weight.sample_factors(self._batch_shape(x))
         x_sq = x.square()
-        if in_scale is not None and not x.requires_grad:
-            # The scale's gradient through a scaled input would cost a product with the input's gradient,
-            # which a data input does not otherwise need; through the weights it costs one pass over them.
-            mean_w, var_w = mean_w * in_scale, var_w * in_scale.square()
-        elif in_scale is not None:
+        if in_scale is not None:
             view = self._input_view(in_scale)
             x, x_sq = x * view, x_sq * view.square()
         bias_var = None if self.bias_log_std is None else (2.0 * self.bias_log_std).exp()
@@ -121,8 +124,8 @@ class BayesianLayer(nn.Module):
             mean = self._affine(x, mean_w, None) * view
             var = self._affine(x_sq, var_w, None) * view.square()
             if self.bias_mean is not None:
-                mean = mean + self._output_view(self.bias_mean)
-                var = var + self._output_view(bias_var)
+                mean = mean + self._bias_view(self.bias_mean)
+                var = var + self._bias_view(bias_var)
         # An all-zero input patch (common after ReLU) without a bias gives var == 0, where sqrt's derivative
         # is infinite; clamp_min has zero gradient below the floor, so no NaN forms in backward.
         return mean + var.clamp_min(torch.finfo(var.dtype).tiny).sqrt() * torch.randn_like(mean)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -111,17 +112,22 @@ class BayesianConv2d(BayesianLayer):
     def _affine(self, x, weight, bias):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
+    def _batch_shape(self, x):
+        return x.shape[:-3]
+
     def _input_view(self, scale):
         # Weight dim 1 indexes the channels within a convolution group; every group sees the same scales.
-        return scale.reshape(-1).repeat(self.groups).reshape(-1, 1, 1)
+        view = scale.squeeze(-4)
+        return torch.cat([view] * self.groups, dim=-3) if self.groups > 1 else view
 
     def _output_view(self, scale):
-        return scale.reshape(-1, 1, 1)
+        return scale.squeeze(-1)
+
+    def _bias_view(self, bias):
+        return bias.reshape(-1, 1, 1)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, prior={self.prior!r}, bias={self.has_bias}"
         )
-
-

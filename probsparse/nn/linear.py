@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -117,13 +115,18 @@ class BayesianLinear(BayesianLayer):
     def _affine(self, x, weight, bias):
         return F.linear(x, weight, bias)
 
+    def _batch_shape(self, x):
+        return x.shape[:-1]
+
     def _input_view(self, scale):
-        return scale.reshape(-1)
+        return scale.squeeze(-2)
 
     def _output_view(self, scale):
-        return scale.reshape(-1)
+        return scale.squeeze(-1)
+
+    def _bias_view(self, bias):
+        return bias
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, prior={self.prior!r}, bias={self.has_bias}"
-
-
+        sizes = f"in_features={self.in_features}, out_features={self.out_features}"
+        return f"{sizes}, prior={self.prior!r}, bias={self.has_bias}"

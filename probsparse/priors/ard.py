@@ -253,6 +253,13 @@ class ARDPrior(WeightPrior):
             return {"gamma": None}
         return {}
 
+    @property
+    def scale_exponents(self) -> dict[str, float]:
+        """The effective scale is ``precision ** -1/2``, ``gamma ** 1/2`` or a constant (:meth:`effective_scale`)."""
+        if self.precision_prior is not None:
+            return {"precision": -0.5}
+        return {"gamma": 0.5} if self.is_type2 else {}
+
     def effective_scale(self, scales: dict):
         """Standard deviation of the weights given the scale variables of :meth:`scale_distributions`."""
         if self.precision_prior is not None:

@@ -55,8 +55,10 @@ def _check_groups(groups) -> str | tuple[int, ...] | None:
         return groups
     if isinstance(groups, int) and not isinstance(groups, bool):
         groups = (groups,)
-    if not isinstance(groups, Sequence) or not groups or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in groups
+    if (
+        not isinstance(groups, Sequence)
+        or not groups
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in groups)
     ):
         raise TypeError(f"groups must be None, a string or a non-empty tuple of ints, got {groups!r}")
     return tuple(groups)

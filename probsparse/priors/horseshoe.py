@@ -53,6 +53,7 @@ class Horseshoe(ScaleMixturePrior):
     """
 
     scale_names = ("tau", "lambda")
+    scale_exponents = {"tau": 1.0, "lambda": 1.0}
 
     def __init__(self, global_scale: float = 1.0, *, groups=None):
         super().__init__(groups)
@@ -167,6 +168,7 @@ class RegularizedHorseshoe(Horseshoe):
     """
 
     scale_names = ("tau", "lambda", "c2")
+    scale_exponents = None
 
     def __init__(self, global_scale: float = 1.0, *, slab_scale: float = 2.0, slab_df: float = 4.0, groups=None):
         super().__init__(global_scale, groups=groups)

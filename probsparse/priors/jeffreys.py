@@ -44,8 +44,8 @@ class _FlatLogScale(dist.ImproperUniform):
     are therefore the constant 0, not samples: use the prior under SVI or NUTS only.
     """
 
-    def sample(self, sample_shape=torch.Size()):
-        return torch.zeros(self.shape(sample_shape))
+    def sample(self, sample_shape=()):
+        return torch.zeros(self.shape(torch.Size(sample_shape)))
 
 
 class LogUniform(WeightPrior):

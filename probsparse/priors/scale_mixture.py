@@ -50,6 +50,9 @@ class ScaleMixturePrior(WeightPrior):
     """
 
     scale_names: tuple[str, ...] = ()
+    #: ``{variable: power}`` when the effective scale is ``c * prod(variable ** power)`` (then the layers compute
+    #: posterior moments exactly); ``None`` otherwise.
+    scale_exponents: dict[str, float] | None = None
 
     def __init__(self, groups=None):
         self.groups = _check_groups(groups)
@@ -133,6 +136,8 @@ class Normal(ScaleMixturePrior):
     >>> w.shape
     torch.Size([3, 2])
     """
+
+    scale_exponents = {}
 
     def __init__(self, scale: float = 1.0):
         super().__init__(None)

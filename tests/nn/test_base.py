@@ -1,4 +1,5 @@
-"""The layers' factored forward pass (group scales applied to inputs / outputs) against the plain one."""
+"""The layers' factored forward pass (group scales drawn per example and applied to inputs / outputs) against
+folding each example's scales into the weights."""
 
 import pytest
 import torch
@@ -10,18 +11,25 @@ DTYPE = torch.float64
 
 
 def _moments_by_weights(layer, x, factors):
-    """Output mean and variance with every scale folded into the weight moments (the reference form)."""
+    """Output mean and variance with every scale folded into the weight moments, one example at a time
+    (scales drawn per example carry the batch dims in front of the weight's)."""
     mean_w, var_w, in_scale, out_scale = factors
-    for scale in (in_scale, out_scale):
-        if scale is not None:
-            mean_w, var_w = scale * mean_w, scale.square() * var_w
     bias_var = None if layer.bias_log_std is None else layer.bias_std.square()
-    return layer._affine(x, mean_w, layer.bias_mean), layer._affine(x.square(), var_w, bias_var)
+    means, variances = [], []
+    for b in range(x.shape[0]):
+        m, v = mean_w, var_w
+        for scale in (in_scale, out_scale):
+            if scale is not None:
+                s = scale[b] if scale.dim() > mean_w.dim() else scale
+                m, v = s * m, s.square() * v
+        means.append(layer._affine(x[b : b + 1], m, layer.bias_mean))
+        variances.append(layer._affine(x[b : b + 1].square(), v, bias_var))
+    return torch.cat(means), torch.cat(variances)
 
 
 def _forward_moments(layer, x, factors, monkeypatch):
     """Mean and variance the layer's forward uses, read off by replacing its noise with 0 and then 1."""
-    monkeypatch.setattr(layer.weight, "sample_factors", lambda: factors)
+    monkeypatch.setattr(layer.weight, "sample_factors", lambda *args, **kwargs: factors)
     monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
     mean = layer(x)
     monkeypatch.setattr(torch, "randn_like", torch.ones_like)
@@ -30,12 +38,14 @@ def _forward_moments(layer, x, factors, monkeypatch):
     return mean, std.square()
 
 
-@pytest.mark.parametrize("prior", [Normal(0.7), Horseshoe(0.5), GroupHorseshoe(groups="input"), GroupHorseshoe(groups="output")])
+@pytest.mark.parametrize(
+    "prior", [Normal(0.7), Horseshoe(0.5), GroupHorseshoe(groups="input"), GroupHorseshoe(groups="output")]
+)
 @pytest.mark.parametrize("input_requires_grad", [False, True])
 def test_linear_factored_forward_equals_folded_weights(prior, input_requires_grad, monkeypatch):
     layer = BayesianLinear(5, 3, prior=prior, dtype=DTYPE)
     x = torch.randn(7, 5, dtype=DTYPE, requires_grad=input_requires_grad)
-    factors = layer.weight.sample_factors()
+    factors = layer.weight.sample_factors(layer._batch_shape(x))
     mean, var = _forward_moments(layer, x, factors, monkeypatch)
     ref_mean, ref_var = _moments_by_weights(layer, x, factors)
     torch.testing.assert_close(mean, ref_mean)
@@ -47,7 +57,7 @@ def test_linear_factored_forward_equals_folded_weights(prior, input_requires_gra
 def test_conv_factored_forward_equals_folded_weights(groups, conv_groups, monkeypatch):
     layer = BayesianConv2d(4, 6, 3, padding=1, groups=conv_groups, prior=GroupHorseshoe(groups=groups), dtype=DTYPE)
     x = torch.randn(2, 4, 5, 5, dtype=DTYPE, requires_grad=True)
-    factors = layer.weight.sample_factors()
+    factors = layer.weight.sample_factors(layer._batch_shape(x))
     mean, var = _forward_moments(layer, x, factors, monkeypatch)
     ref_mean, ref_var = _moments_by_weights(layer, x, factors)
     torch.testing.assert_close(mean, ref_mean)

@@ -5,6 +5,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from scipy import stats
 
 from probsparse.priors import ARDPrior, WeightPrior
 
@@ -144,3 +145,37 @@ def test_invalid_sample_arguments():
         ARDPrior().sample("w", (0,))
     with pytest.raises(TypeError, match="shape"):
         ARDPrior().sample("w", (2.5,))
+
+
+# ------------------------------------------------------------------ the Bayesian layers' view of the prior
+
+
+def test_scale_distributions_hierarchical_match_the_sampled_sites():
+    a, b = 3.0, 2.0
+    prior = ARDPrior(precision_prior=(a, b))
+    shape = torch.Size((2, 3))
+    priors = prior.scale_distributions(shape, torch.zeros(()))
+    assert list(priors) == ["precision"]
+    assert priors["precision"].batch_shape == shape
+    trace = _trace(prior, shape=shape)
+    precision = trace.nodes["w_precision"]["value"]
+    # The same Gamma(a, rate b) density as the site, against scipy's (shape, scale = 1 / rate) form.
+    np.testing.assert_allclose(
+        priors["precision"].log_prob(precision).numpy(),
+        stats.gamma.logpdf(precision.numpy(), a, scale=1.0 / b),
+        rtol=1e-12,
+    )
+    # effective_scale is the standard deviation of w given the scales: sqrt(gamma) = precision^(-1/2).
+    scale = prior.effective_scale({"precision": precision})
+    torch.testing.assert_close(scale, trace.nodes["w_gamma"]["value"].sqrt())
+    torch.testing.assert_close(scale * trace.nodes["w_raw"]["value"], trace.nodes["w"]["value"])
+
+
+def test_scale_distributions_type2_and_fixed():
+    type2 = ARDPrior()
+    assert type2.scale_distributions(torch.Size((3,)), torch.zeros(())) == {"gamma": None}
+    gamma = torch.tensor([0.25, 4.0, 9.0])
+    torch.testing.assert_close(type2.effective_scale({"gamma": gamma}), torch.tensor([0.5, 2.0, 3.0]))
+    fixed = ARDPrior(variance=[1.0, 4.0, 16.0])
+    assert fixed.scale_distributions(torch.Size((3,)), torch.zeros(())) == {}
+    torch.testing.assert_close(fixed.effective_scale({}), torch.tensor([1.0, 2.0, 4.0]))
