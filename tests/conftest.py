@@ -1,4 +1,4 @@
-"""Test-wide settings: one thread, float64 torch, fixed seeds, a clean Pyro parameter store.
+"""Test-wide settings: one thread, fixed seeds, a clean Pyro parameter store (tests choose their own dtypes).
 
 Threads are pinned here (and in the Makefile / CI environment), never by the library: on a busy 2-core
 machine multi-threaded BLAS / OpenMP pools stall in ~4 ms quanta, which makes timings meaningless.

@@ -20,3 +20,15 @@ def test_readme_shows_the_two_commands_first():
     text = README.read_text()
     first_block = text[text.index("```bash") : text.index("```", text.index("```bash") + 3)]
     assert "make demo" in first_block and "make test" in first_block
+
+
+def test_readme_network_example_runs(tmp_path, monkeypatch):
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    d, exported = namespace["d"], namespace["exported"]
+    accuracy = float((exported(d.X_test).argmax(-1) == d.y_test).float().mean())
+    assert accuracy > 0.85
+    assert 0.0 <= namespace["ece"] < 0.2
+    assert (tmp_path / "digits_net" / "manifest.json").is_file()

@@ -30,7 +30,11 @@ import numpy as np
 from probsparse._validation import check_positive_int, check_positive_real
 from probsparse._version import __version__
 
-__all__ = ["gaussian_posterior_to_inference_data", "samples_to_inference_data"]
+__all__ = [
+    "gaussian_posterior_to_inference_data",
+    "samples_to_inference_data",
+    "variational_draws_to_inference_data",
+]
 
 #: Name of the extra group holding optimisation traces and point estimates.
 OPTIMIZATION_GROUP = "optimization"
@@ -218,6 +222,80 @@ def samples_to_inference_data(
     if optimization:
         idata[OPTIMIZATION_GROUP] = _dataset(optimization, dims, coords, all_attrs)
     return idata
+
+
+def variational_draws_to_inference_data(
+    draws: Mapping[str, np.ndarray],
+    *,
+    dims: Mapping[str, Sequence[str]] | None = None,
+    coords: Mapping[str, Sequence] | None = None,
+    observed_data: Mapping[str, np.ndarray] | None = None,
+    constant_data: Mapping[str, np.ndarray] | None = None,
+    optimization: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping | None = None,
+    inference_library: str | None = "pyro",
+):
+    r"""ArviZ ``InferenceData`` of independent draws from a variational posterior, stored as one chain.
+
+    .. math::
+
+        z^{(s)} \sim q_\phi(z), \quad s = 1, \dots, S
+        \quad\longmapsto\quad \texttt{posterior}[v] \text{ of dims } (\texttt{chain}=1, \texttt{draw}=S, \dots).
+
+    Variational draws are independent and come from no Markov chain, so they form a single chain of
+    ``S`` draws (ArviZ 0.23's ``from_dict`` knows no ``sample`` dim; ArviZ 1.x would use
+    ``sample_dims=["sample"]``). R-hat is then undefined (NaN) and the effective sample size is about
+    ``S``. The ``attrs`` record ``inference_method="vi"`` and ``sample_dims_meaning="independent draws"``.
+
+    Parameters
+    ----------
+    draws : dict of {str : ndarray of shape (n_draws, \*event_shape)}
+        Draws of each variable, all with the same ``n_draws``; finite.
+    dims, coords, observed_data, constant_data, optimization, inference_library
+        As in :func:`samples_to_inference_data` (``dims`` names each variable's event dims, e.g.
+        ``{"w": ["feature"]}``).
+    attrs : dict, optional
+        Extra attributes; they override the defaults above.
+
+    Returns
+    -------
+    arviz.InferenceData
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> idata = variational_draws_to_inference_data(
+    ...     {"w": np.zeros((50, 3))}, dims={"w": ["feature"]}, coords={"feature": ["a", "b", "c"]}
+    ... )
+    >>> idata.posterior["w"].dims, idata.posterior["w"].shape
+    (('chain', 'draw', 'feature'), (1, 50, 3))
+    """
+    if not isinstance(draws, Mapping):
+        raise TypeError(f"draws must be a dict of name -> array, got {type(draws).__name__}")
+    if not draws:
+        raise ValueError("draws is empty: at least one posterior variable is needed")
+    for name, value in draws.items():
+        if np.ndim(value) < 1:
+            raise ValueError(f"draws[{name!r}] must have a leading draw axis, got a scalar")
+    checked = _check_group(draws, "draws")
+    sizes = {name: array.shape[0] for name, array in checked.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"draws disagree on the number of draws (leading axis): {sizes}")
+    all_attrs = {"inference_method": "vi", "sample_dims_meaning": "independent draws"}
+    if attrs is not None:
+        if not isinstance(attrs, Mapping):
+            raise TypeError(f"attrs must be a dict, got {type(attrs).__name__}")
+        all_attrs.update(attrs)
+    return samples_to_inference_data(
+        {name: array[np.newaxis] for name, array in checked.items()},
+        dims=dims,
+        coords=coords,
+        observed_data=observed_data,
+        constant_data=constant_data,
+        optimization=optimization,
+        attrs=all_attrs,
+        inference_library=inference_library,
+    )
 
 
 def gaussian_posterior_to_inference_data(

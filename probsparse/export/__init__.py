@@ -15,7 +15,7 @@
 from probsparse.export.artefact import ArtefactError, load, register_layer, save
 from probsparse.export.deterministic import deterministic_state, to_deterministic
 from probsparse.export.io import load_network, save_network
-from probsparse.export.onnx import to_onnx
+from probsparse.export.onnx import OnnxExport, to_onnx
 from probsparse.export.pruning import PruningError, PruningReport, PruningRule, masks_from_scores, prune, scores_of
 from probsparse.export.report import CompressionReport, compression_report, measure_latency, pruning_curve
 from probsparse.export.shrink import (
@@ -27,12 +27,14 @@ from probsparse.export.shrink import (
     shrink,
     shrink_linear_chain,
 )
-from probsparse.export.sparse_linear import SparseLinear, choose_layer
+from probsparse.export.sparse_linear import LayerChoice, SparseLinear, choose_layer, sparsify
 
 __all__ = [
     "ArtefactError",
     "CompressionReport",
     "IndexSelect",
+    "LayerChoice",
+    "OnnxExport",
     "PruningError",
     "PruningReport",
     "PruningRule",
@@ -56,6 +58,7 @@ __all__ = [
     "scores_of",
     "shrink",
     "shrink_linear_chain",
+    "sparsify",
     "to_deterministic",
     "to_onnx",
 ]

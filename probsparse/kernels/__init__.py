@@ -15,6 +15,7 @@ from probsparse.kernels.sbl_updates import (
     rank_one_update,
     select_action,
 )
+from probsparse.kernels.sparse_matmul import batch_chunk, check_csr, csr_linear, csr_linear_unchecked
 
 __all__ = [
     "ACTION_ADD",
@@ -23,6 +24,10 @@ __all__ = [
     "ACTION_REESTIMATE",
     "FASTMATH",
     "SelectedAction",
+    "batch_chunk",
+    "check_csr",
+    "csr_linear",
+    "csr_linear_unchecked",
     "rank_one_update",
     "select_action",
 ]

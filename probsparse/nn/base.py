@@ -110,9 +110,17 @@ class BayesianLayer(nn.Module):
         self._check_input(x)
         if not self.sampling:
             return self._affine(x, self.weight.mean_weight(), self.bias_mean)
-        mean_w, var_w, in_scale, out_scale = self.weight.sample_factors(self._batch_shape(x))
+        # Group scales are drawn per example when the input carries gradients (a hidden layer's input): their
+        # gradient then costs elementwise work only. For a data input it would cost a product with the output
+        # gradient that the step does not otherwise need, so there they are drawn once per call and folded
+        # into the weight moments.
+        per_example = x.requires_grad
+        factors = self.weight.sample_factors(self._batch_shape(x) if per_example else ())
+        mean_w, var_w, in_scale, out_scale = factors
         x_sq = x.square()
-        if in_scale is not None:
+        if in_scale is not None and not per_example:
+            mean_w, var_w = mean_w * in_scale, var_w * in_scale.square()
+        elif in_scale is not None:
             view = self._input_view(in_scale)
             x, x_sq = x * view, x_sq * view.square()
         bias_var = None if self.bias_log_std is None else (2.0 * self.bias_log_std).exp()

@@ -24,6 +24,7 @@ LogUniform with groups, GroupNormalJeffreys :class:`GroupNJFamily`: Gaussian gro
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -50,6 +51,18 @@ __all__ = [
 
 # Gauss-Hermite rule for E_q[f(u)] with q = N(m, v): sum_k w_k / sqrt(pi) f(m + sqrt(2 v) x_k).
 _HERMITE_NODES, _HERMITE_WEIGHTS = (torch.as_tensor(a) for a in np.polynomial.hermite.hermgauss(10))
+
+
+@functools.cache
+def _hermite_rule(dtype: torch.dtype, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes sqrt(2) x_k and weights w_k / sqrt(pi), shaped to broadcast against an ``ndim``-dim tensor."""
+    shape = (-1,) + (1,) * ndim
+    return (
+        (math.sqrt(2.0) * _HERMITE_NODES).to(dtype).reshape(shape),
+        (_HERMITE_WEIGHTS / math.sqrt(math.pi)).to(dtype).reshape(shape),
+    )
+
+
 # Draws used to average over the scale variables in posterior_moments (fixed seed: a deterministic export).
 _MOMENT_DRAWS = 64
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
@@ -279,9 +292,8 @@ class ScaleMixtureFamily(WeightFamily):
             loc, log_std = self.scale_loc[key], self.scale_log_std[key]
             std = log_std.exp()
             if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
-                nodes = _HERMITE_NODES.to(loc.dtype).reshape((-1,) + (1,) * loc.dim())
-                weights = _HERMITE_WEIGHTS.to(loc.dtype).reshape(nodes.shape) / math.sqrt(math.pi)
-                u = loc + math.sqrt(2.0) * std * nodes
+                nodes, weights = _hermite_rule(loc.dtype, loc.dim())
+                u = loc + std * nodes
                 expected_log_p = (weights * _log_density_of_log(p, u)).sum(0)
             else:
                 u = loc + std * torch.randn_like(loc)

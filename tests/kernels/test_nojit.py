@@ -1,7 +1,7 @@
 """Run the kernel tests again as plain Python (``NUMBA_DISABLE_JIT=1``), in a fresh interpreter.
 
-The compiled and the interpreted kernels must agree with the same NumPy references; this also lets coverage
-see the kernel bodies.
+The compiled and the interpreted kernels must agree with the same NumPy / SciPy references; this also lets
+coverage see the kernel bodies.
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ from pathlib import Path
 
 import pytest
 
-KERNEL_TESTS = Path(__file__).with_name("test_sbl_updates.py")
+HERE = Path(__file__).parent
+KERNEL_TESTS = ["test_sbl_updates.py", "test_sparse_matmul.py"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_kernel_tests_pass_without_jit():
+@pytest.mark.parametrize("test_file", KERNEL_TESTS)
+def test_kernel_tests_pass_without_jit(test_file):
     if os.environ.get("NUMBA_DISABLE_JIT") == "1":
         pytest.skip("already running without JIT")
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env.setdefault(var, "1")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(KERNEL_TESTS)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / test_file)],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

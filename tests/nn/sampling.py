@@ -1,4 +1,7 @@
-"""Explicit weight draws from a layer's variational family, the reference for local reparameterisation tests."""
+"""Explicit weight draws from a layer's variational family, the reference for local reparameterisation tests.
+
+Group scales are drawn per example when the layer input requires gradients (see BayesianLayer.forward).
+"""
 
 import torch
 

@@ -81,7 +81,7 @@ def test_local_reparameterisation_matches_moments_of_sampled_filters(prior, kwar
         exact_var = F.conv2d(x.square(), var_w, conv.bias_std.square(), groups=groups, **geometry)[0]
 
     assert lrt.shape == sampled.shape == (n_draws, *exact_mean.shape)
-    if draws_scales_per_example(conv.weight):
+    if draws_scales_per_example(conv.weight) and input_requires_grad:
         # Group scales are drawn per example (see test_linear): compare with per-copy draws of them.
         with torch.no_grad():
             w = per_example_weights(conv.weight, n_draws, gen)

@@ -158,7 +158,7 @@ def test_local_reparameterisation_matches_moments_of_sampled_weights(prior, inpu
         exact_mean = x @ mean_w.T + layer.bias_mean
         exact_var = x.square() @ var_w.T + layer.bias_std.square()
 
-    if draws_scales_per_example(layer.weight):
+    if draws_scales_per_example(layer.weight) and input_requires_grad:
         # Group scales are drawn per example: the reference draws them per copy too, and the two samples are
         # compared with each other (the scale mixture's moments couple the weights of a group).
         with torch.no_grad():
