@@ -200,8 +200,10 @@ def _kernel_summary(rows: list[dict]) -> dict:
 
 # Part 2 (full mode): MNIST LeNet-300-100 trained under each prior, pruned by its rule, exported and measured.
 # (prior name of probsparse.compress.PRIORS, pruning rule, epochs, learning rate); the first row is the headline.
+# The headline keeps the budget the target names (2 % of the weights, lowest log alpha first), not a threshold
+# tuned on the test set.
 MNIST_CASES = [
-    ("sparse-vd", "log_alpha:threshold=3", 30, 1e-3),
+    ("sparse-vd", "log_alpha:keep=0.02", 60, 1e-3),
     ("group-horseshoe", "snr:keep=0.02", 20, 2e-3),
 ]
 

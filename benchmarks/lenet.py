@@ -211,3 +211,60 @@ def export_end_to_end(data, *, prior, rule: str, epochs: int, lr: float = 1e-3, 
 def load_layers(module: nn.Module) -> list[nn.Module]:
     """The leaf layers of an exported sequential network."""
     return [m for m in module.modules() if not list(m.children())]
+
+
+def throughput_part(quick: bool) -> tuple[list[dict], dict]:
+    """``svi`` part 2: median training-step time of LeNet-300-100, batch 128, one thread.
+
+    probsparse's group-horseshoe network (through ``fit``) against the same network in plain torch (fused Adam,
+    the optimiser ``fit`` uses, and torch's default per-tensor Adam) and Pyro's ``AutoNormal`` on ``PyroSample``
+    weights.
+    """
+    from probsparse.priors import GroupHorseshoe, LogUniform, Normal
+
+    n_steps = 30 if quick else 80
+    torch_fused = step_time_torch(n_steps=n_steps)
+    torch_default = step_time_torch(n_steps=n_steps, fused=False)
+    autonormal = step_time_autonormal(n_steps=max(20, n_steps // 2))
+    probsparse_steps = {
+        "group_horseshoe": step_time_probsparse(GroupHorseshoe(groups="input"), n_batches=n_steps // 2),
+    }
+    if not quick:
+        probsparse_steps["normal"] = step_time_probsparse(Normal(1.0), n_batches=n_steps // 2)
+        probsparse_steps["sparse_vd"] = step_time_probsparse(LogUniform(), n_batches=n_steps // 2)
+    rows = [
+        {"part": "lenet_step", "network": "torch (fused Adam)", "step_ms": 1e3 * torch_fused},
+        {"part": "lenet_step", "network": "torch (default Adam)", "step_ms": 1e3 * torch_default},
+        {"part": "lenet_step", "network": "pyro AutoNormal", "step_ms": 1e3 * autonormal},
+    ]
+    rows += [
+        {"part": "lenet_step", "network": f"probsparse {name}", "step_ms": 1e3 * t}
+        for name, t in probsparse_steps.items()
+    ]
+    for row in rows:
+        row["ratio_vs_torch"] = row["step_ms"] / (1e3 * torch_fused)
+    ghs = probsparse_steps["group_horseshoe"]
+    summary = {
+        "step_ratio_vs_torch": ghs / torch_fused,
+        "step_ratio_vs_torch_default_adam": ghs / torch_default,
+        "step_ratio_vs_autonormal": ghs / autonormal,
+        "autonormal_ratio_vs_torch": autonormal / torch_fused,
+    }
+    return rows, summary
+
+
+def mnist_part(epochs: int = 20) -> tuple[list[dict], dict]:
+    """``svi`` part 3 (full mode): LeNet-300-100 with a group horseshoe on MNIST: test error, NLL, ECE."""
+    from probsparse.datasets import load_mnist
+    from probsparse.priors import GroupHorseshoe
+
+    data = load_mnist()
+    network, result = fit_mnist_lenet(GroupHorseshoe(groups="input"), data, epochs=epochs)
+    metrics = classification_metrics(network, data.X_test, data.y_test)
+    row = {"part": "mnist_group_horseshoe", "epochs": epochs, "fit_s": float(result.time_total), **metrics}
+    summary = {
+        "mnist_error_pct": metrics["error_pct"],
+        "mnist_ece_pct": metrics["ece_pct"],
+        "mnist_nll": metrics["nll"],
+    }
+    return [row], summary
