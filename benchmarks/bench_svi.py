@@ -1,4 +1,7 @@
-r"""SVI benchmark. Part 1: horseshoe sparse regression, SVI against NUTS on the same Pyro model.
+r"""SVI benchmark. Part 1: horseshoe sparse regression, SVI against NUTS on the same Pyro model. Part 2:
+LeNet-300-100 training-step time (probsparse group horseshoe vs torch vs Pyro AutoNormal,
+:func:`benchmarks.lenet.throughput_part`). Part 3, full mode only: the group-horseshoe LeNet-300-100 on MNIST,
+20 epochs (test error, NLL, ECE; :func:`benchmarks.lenet.mnist_part`).
 
 Part 1 (:func:`run_regression`): ``make_sparse_regression(n=100, d=200, k=10)`` at 20 dB SNR, with
 independent or AR(1)-correlated (rho = 0.7) design columns. One model, ``SparseLinearModel`` with a
@@ -243,5 +246,11 @@ def _regression_summary(rows: list[dict]) -> dict:
 
 
 def run(quick: bool) -> BenchmarkResult:
+    from .lenet import mnist_part, throughput_part
+
     rows, summary = run_regression(quick)
+    for part in (lambda: throughput_part(quick),) + (() if quick else (mnist_part,)):
+        part_rows, part_summary = part()
+        rows += part_rows
+        summary.update(part_summary)
     return BenchmarkResult(rows=rows, summary=summary)
