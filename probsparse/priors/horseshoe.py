@@ -106,11 +106,18 @@ class GroupHorseshoe(Horseshoe):
     :math:`\lambda_j` removes input neuron :math:`j`. This is the prior of BC-GHS [1]_ (their :math:`s,
     \tilde z_j` are our :math:`\tau, \lambda_j`).
 
+    With ``weight_scales=True`` each weight also gets its own half-Cauchy scale,
+    :math:`w_{g,j} = \tau\lambda_g\eta_{g,j} z_{g,j}`: a horseshoe within every group, so the weights of a kept
+    group that the data do not support shrink too (otherwise their posterior stays at the group's prior scale,
+    which on a network injects that much noise into every forward pass).
+
     Parameters
     ----------
     global_scale : float, default=1.0
     groups : str or tuple of int, default="input"
         Any group structure except per-weight.
+    weight_scales : bool, default=False
+        Add the per-weight scales :math:`\eta` (site ``f"{name}_eta"``).
 
     References
     ----------
@@ -122,10 +129,30 @@ class GroupHorseshoe(Horseshoe):
     torch.Size([4, 3])
     """
 
-    def __init__(self, global_scale: float = 1.0, *, groups="input"):
+    def __init__(self, global_scale: float = 1.0, *, groups="input", weight_scales: bool = False):
         super().__init__(global_scale, groups=groups)
         if self.groups is None:
             raise ValueError("GroupHorseshoe needs a group structure (e.g. groups='input'); use Horseshoe per weight")
+        if not isinstance(weight_scales, bool):
+            raise TypeError(f"weight_scales must be a bool, got {type(weight_scales).__name__}")
+        self.weight_scales = weight_scales
+        if weight_scales:
+            self.scale_names = ("tau", "lambda", "eta")
+            self.scale_exponents = {"tau": 1.0, "lambda": 1.0, "eta": 1.0}
+
+    def scale_distributions(self, shape, zero):
+        priors = super().scale_distributions(shape, zero)
+        if self.weight_scales:
+            priors["eta"] = dist.HalfCauchy(zero + 1.0).expand(shape)
+        return priors
+
+    def effective_scale(self, scales):
+        scale = scales["tau"] * scales["lambda"]
+        return scale * scales["eta"] if self.weight_scales else scale
+
+    def __repr__(self) -> str:
+        extra = ", weight_scales=True" if self.weight_scales else ""
+        return f"GroupHorseshoe(global_scale={self.global_scale}, groups={self.groups!r}{extra})"
 
 
 class RegularizedHorseshoe(Horseshoe):

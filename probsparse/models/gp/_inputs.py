@@ -72,3 +72,22 @@ def check_same_width(inducing: torch.Tensor, width: int, name: str = "inducing_p
             f"{name} must have shape (n_inducing, {width}) to match the inputs' {width} features, "
             f"got {tuple(inducing.shape)}"
         )
+
+
+def initial_inducing_points(inducing_points, train_x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Inducing inputs from a count (that many training inputs, drawn without replacement by ``seed``) or a tensor.
+
+    Returns a new tensor of shape (M, d) in ``train_x``'s dtype.
+    """
+    from ..._validation import check_positive_int
+
+    n, d = train_x.shape
+    if isinstance(inducing_points, bool) or not isinstance(inducing_points, int | torch.Tensor):
+        raise TypeError(f"inducing_points must be an int or a tensor of shape (M, {d}), got {inducing_points!r}")
+    if isinstance(inducing_points, int):
+        m = check_positive_int(inducing_points, "inducing_points")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(m, n)]
+        return train_x[perm].clone()
+    z = as_inputs(inducing_points, "inducing_points", dtype=train_x.dtype)
+    check_same_width(z, d)
+    return z.clone()

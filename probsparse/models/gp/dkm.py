@@ -40,7 +40,7 @@ import math
 import torch
 
 from ..._validation import check_positive_int
-from ._inputs import as_inputs, as_targets, check_positive, check_same_width
+from ._inputs import as_inputs, as_targets, check_positive, initial_inducing_points
 from ._training import adam_fit, relative_change
 from .nngp import relu_expectation
 
@@ -146,23 +146,13 @@ class SparseDKM(torch.nn.Module):
         super().__init__()
         self.train_x = as_inputs(train_x, "train_x")
         dtype = self.train_x.dtype
-        n, d = self.train_x.shape
-        self.train_y = as_targets(train_y, n, "train_y", dtype=dtype)
+        self.train_y = as_targets(train_y, self.train_x.shape[0], "train_y", dtype=dtype)
         self.num_layers = check_positive_int(num_layers, "num_layers")
         self.dof = check_positive(dof, "dof")
         self.weight_variance = check_positive(weight_variance, "weight_variance")
         self.bias_variance = check_positive(bias_variance, "bias_variance")
         noise = check_positive(noise, "noise")
-        if isinstance(inducing_points, bool) or not isinstance(inducing_points, (int, torch.Tensor)):
-            raise TypeError(f"inducing_points must be an int or a tensor of shape (M, {d}), got {inducing_points!r}")
-        if isinstance(inducing_points, int):
-            m = check_positive_int(inducing_points, "inducing_points")
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(m, n)]
-            z = self.train_x[perm].clone()
-        else:
-            z = as_inputs(inducing_points, "inducing_points", dtype=dtype)
-            check_same_width(z, d)
-            z = z.clone()
+        z = initial_inducing_points(inducing_points, self.train_x, seed)
         self.inducing_points = torch.nn.Parameter(z, requires_grad=learn_inducing)
         m = z.shape[0]
         self.mean_constant = torch.nn.Parameter(self.train_y.median().detach().clone())

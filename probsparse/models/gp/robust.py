@@ -32,7 +32,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import Kernel
 
 from ..._validation import check_positive_int
-from ._inputs import as_inputs, as_targets, check_positive, check_same_width
+from ._inputs import as_inputs, as_targets, check_positive, initial_inducing_points
 from ._training import adam_fit, relative_change
 
 __all__ = ["VariationalGP", "StudentTLikelihoodGP"]
@@ -123,19 +123,9 @@ class VariationalGP(gpytorch.Module):
             raise TypeError(f"kernel must be a gpytorch.kernels.Kernel, got {type(kernel).__name__}")
         self.train_x = as_inputs(train_x, "train_x")
         dtype = self.train_x.dtype
-        n, d = self.train_x.shape
-        self.train_y = as_targets(train_y, n, "train_y", dtype=dtype)
+        self.train_y = as_targets(train_y, self.train_x.shape[0], "train_y", dtype=dtype)
         noise = check_positive(noise, "noise")
-        if isinstance(inducing_points, bool) or not isinstance(inducing_points, (int, torch.Tensor)):
-            raise TypeError(f"inducing_points must be an int or a tensor of shape (M, {d}), got {inducing_points!r}")
-        if isinstance(inducing_points, int):
-            m = check_positive_int(inducing_points, "inducing_points")
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(m, n)]
-            z = self.train_x[perm].clone()
-        else:
-            z = as_inputs(inducing_points, "inducing_points", dtype=dtype)
-            check_same_width(z, d)
-            z = z.clone()
+        z = initial_inducing_points(inducing_points, self.train_x, seed)
         if likelihood == "student_t":
             lik = gpytorch.likelihoods.StudentTLikelihood(deg_free_constraint=GreaterThan(0.5))
             lik.deg_free = 4.0
