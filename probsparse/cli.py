@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress_arguments(compress, dataset="digits", epochs=100)
     compress.set_defaults(func=_compress)
     demo = sub.add_parser("demo", help="'compress' on the bundled digits data (a few minutes on one core)")
-    _add_compress_arguments(demo, dataset="digits", epochs=100)
+    _add_compress_arguments(demo, dataset="digits", epochs=300)
     demo.set_defaults(func=_compress)
     sbl = sub.add_parser("sbl-demo", help="fit sparse Bayesian regressions on a bundled dataset")
     sbl.add_argument("--engine", default="tipping_faul", choices=["tipping_faul", "em", "mackay"])

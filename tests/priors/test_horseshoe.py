@@ -155,3 +155,31 @@ def test_recommended_global_scale():
 def test_bad_arguments(build, exc, match):
     with pytest.raises(exc, match=match):
         build()
+
+
+def test_group_horseshoe_with_weight_scales_multiplies_a_per_weight_scale():
+    prior = GroupHorseshoe(groups="input", weight_scales=True)
+    assert list(prior.site_names("w")) == ["w_tau", "w_lambda", "w_eta", "w_scale", "w_kappa", "w_raw", "w"]
+    trace = poutine.trace(lambda: prior.sample("w", (4, 3), dtype=torch.float64)).get_trace()
+    nodes = trace.nodes
+    assert nodes["w_lambda"]["value"].shape == (1, 3) and nodes["w_eta"]["value"].shape == (4, 3)
+    expected = nodes["w_tau"]["value"] * nodes["w_lambda"]["value"] * nodes["w_eta"]["value"]
+    torch.testing.assert_close(nodes["w_scale"]["value"], expected)
+    torch.testing.assert_close(nodes["w"]["value"], expected * nodes["w_raw"]["value"])
+    with pytest.raises(TypeError, match="weight_scales"):
+        GroupHorseshoe(weight_scales=1)
+
+
+def test_group_horseshoe_with_weight_scales_on_a_layer_has_exact_posterior_moments():
+    from probsparse.nn import BayesianLinear
+
+    layer = BayesianLinear(5, 3, prior=GroupHorseshoe(weight_scales=True), dtype=torch.float64)
+    family = layer.weight
+    mean, var = family.posterior_moments()
+    gen = torch.Generator().manual_seed(0)
+    n = 200_000
+    eps = {k: torch.randn((n, *v.shape), generator=gen, dtype=v.dtype) for k, v in family.scale_loc.items()}
+    s = family._combine(family._draw_scales(eps), family.theta.mean) / family.unit
+    w = s * (family.theta.mean + family.theta.std * torch.randn((n, 3, 5), generator=gen, dtype=torch.float64))
+    torch.testing.assert_close(mean, w.mean(0), rtol=0.02, atol=1e-3)
+    torch.testing.assert_close(var, w.var(0), rtol=0.05, atol=1e-5)
