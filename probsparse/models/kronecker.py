@@ -52,7 +52,8 @@ class KroneckerSBLRegressor(BaseEstimator):
     prune_ratio : float or None, default=None
         Per-factor pruning ratio; None takes the engine's default (the authors' values).
     solver_options : dict or None, default=None
-        Further keyword arguments of the engine (e.g. ``{"coupling": 0.8}`` for ``"pc"``).
+        Further keyword arguments of the engine (e.g. ``{"coupling": 0.8}`` for ``"pc"``, or ``{"swap_rounds": 3}``
+        for a swap search over factor entries after EM, see :func:`~probsparse.inference.sbl.fit_kronecker_sbl`).
 
     Attributes
     ----------
