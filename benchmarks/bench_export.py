@@ -210,15 +210,11 @@ MNIST_CASES = [
 
 def mnist_end_to_end() -> tuple[list[dict], dict]:
     """Test error of the Bayesian, pruned and exported LeNet-300-100, kept weights, widths, pixels, latency."""
-    from probsparse.compress import make_prior
-    from probsparse.datasets import load_mnist
-
     from .lenet import export_end_to_end
 
-    data = load_mnist()
     rows = []
     for prior, rule, epochs, lr in MNIST_CASES:
-        row = export_end_to_end(data, prior=make_prior(prior), rule=rule, epochs=epochs, lr=lr)
+        row = export_end_to_end("mnist", prior=prior, rule=rule, epochs=epochs, lr=lr)
         rows.append({"part": "mnist_lenet_300_100", "prior": prior, "rule": rule, **row})
     head = rows[0]
     summary = {

@@ -152,47 +152,29 @@ def classification_metrics(network, X, y, n_draws: int = 10) -> dict:
     }
 
 
-def export_end_to_end(data, *, prior, rule: str, epochs: int, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Train the Bayesian LeNet-300-100 on MNIST, prune with ``rule``, shrink, save, reload and measure.
+def export_end_to_end(
+    dataset: str, *, prior: str, rule: str, epochs: int, lr: float = 1e-3, hidden=(300, 100), seed: int = 0
+) -> dict:
+    """The main job (:func:`probsparse.compress.compress`) on ``dataset``, measured for the ``export`` benchmark.
 
-    Returns the figures of the ``export`` benchmark's part 2: test error of the Bayesian network (posterior
-    predictive), of the dense posterior mean, of the pruned posterior mean and of the exported network; kept
-    weights, hidden widths, input pixels kept; batch-1 / batch-256 latency of the exported network against the
-    dense posterior-mean network.
+    Returns the figures of part 2: test error of the Bayesian network (posterior predictive, NLL, ECE), of the
+    dense posterior mean, of the pruned posterior mean and of the exported network; kept weights, hidden widths,
+    input pixels kept; batch-1 / batch-256 latency of the exported network against the dense posterior mean.
     """
     import tempfile
 
-    from probsparse.export import (
-        PruningRule,
-        compression_report,
-        load,
-        masked_network,
-        measured_layer_factory,
-        prune,
-        save,
-        shrink,
-        to_deterministic,
-    )
+    from probsparse.compress import compress, load_classification_data
 
-    network, result = fit_mnist_lenet(prior, data, epochs=epochs, lr=lr, seed=seed)
-    X_te, y_te = torch.as_tensor(data.X_test), torch.as_tensor(data.y_test)
-    bayes = classification_metrics(network, X_te, y_te)
-    pruning_rule = PruningRule.from_string(rule)
-    masks, _ = prune(network, pruning_rule)
-    exported = shrink(network, masks, dtype=torch.float32, layer_factory=measured_layer_factory(256))
+    data = load_classification_data(dataset, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        path = save(exported, f"{tmp}/net", pruning=pruning_rule, prior=prior)
-        report = compression_report(
-            to_deterministic(network).float().eval(),
-            load(path),
-            pruned=masked_network(network, masks, dtype=torch.float32),
-            data=(X_te, y_te),
-            artefact=path,
+        result = compress(
+            dataset, out_dir=tmp, hidden=hidden, prior=prior, epochs=epochs, lr=lr, rule=rule, seed=seed, progress=False
         )
-    acc = report.accuracy
+    report, acc = result.report, result.report.accuracy
+    bayes = classification_metrics(result.network, data.X_test, data.y_test)
     return {
         "epochs": epochs,
-        "fit_s": float(result.time_total),
+        "fit_s": float(result.fit.time_total),
         "bayes_error_pct": bayes["error_pct"],
         "bayes_nll": bayes["nll"],
         "bayes_ece_pct": bayes["ece_pct"],
@@ -204,13 +186,8 @@ def export_end_to_end(data, *, prior, rule: str, epochs: int, lr: float = 1e-3, 
         "pixels_kept": report.input_features_kept,
         "latency_ratio_b1": report.latency_s[1]["ratio"],
         "latency_ratio_b256": report.latency_s[256]["ratio"],
-        "exported_layers": [type(m).__name__ for m in load_layers(exported)],
+        "exported_layers": [type(m).__name__ for m in result.exported.modules() if not list(m.children())],
     }
-
-
-def load_layers(module: nn.Module) -> list[nn.Module]:
-    """The leaf layers of an exported sequential network."""
-    return [m for m in module.modules() if not list(m.children())]
 
 
 def throughput_part(quick: bool) -> tuple[list[dict], dict]:

@@ -47,6 +47,7 @@ from probsparse.inference.objectives import (
     pyro_elbo_terms,
     pyro_predictive_nll,
 )
+from probsparse.nn.convert import posterior_mean
 
 __all__ = ["FitResult", "FitState", "fit", "kl_warmup_weight", "lr_factor"]
 
@@ -723,20 +724,6 @@ def _is_network(obj) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _posterior_mean(module: nn.Module):
-    """Set ``sampling = False`` on every submodule that has a boolean ``sampling`` attribute; restore after."""
-    switched = [m for m in module.modules() if isinstance(getattr(m, "sampling", None), bool)]
-    old = [m.sampling for m in switched]
-    for m in switched:
-        m.sampling = False
-    try:
-        yield
-    finally:
-        for m, value in zip(switched, old, strict=True):
-            m.sampling = value
-
-
 class _NetworkObjective:
     guide = None
 
@@ -803,7 +790,7 @@ class _NetworkObjective:
             with torch.no_grad():
                 if callable(self.val_metric):
                     return float(self.val_metric(self.network, X, y))
-                with _posterior_mean(self.network):
+                with posterior_mean(self.network):
                     out = self.network(X)
                 if self.val_metric == "nll":
                     return float(self.likelihood(out, y).mean())

@@ -31,6 +31,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 
+from probsparse.nn.convert import kl_divergence, kl_modules
+
 __all__ = ["LossTerms", "bayesian_modules", "network_kl", "network_loss"]
 
 
@@ -42,52 +44,9 @@ class LossTerms(NamedTuple):
     kl: torch.Tensor
 
 
-def bayesian_modules(network: nn.Module) -> dict[str, nn.Module]:
-    """The outermost submodules of ``network`` (itself included) that have a ``kl_divergence()`` method.
-
-    A module with ``kl_divergence()`` is taken to account for its whole subtree, so a container that sums
-    its children's KLs is not counted twice.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from probsparse.nn import BayesianLinear
-    >>> net = nn.Sequential(BayesianLinear(3, 4), nn.ReLU(), BayesianLinear(4, 2))
-    >>> list(bayesian_modules(net))
-    ['0', '2']
-    """
-    found: dict[str, nn.Module] = {}
-
-    def visit(prefix: str, module: nn.Module) -> None:
-        if callable(getattr(module, "kl_divergence", None)):
-            found[prefix] = module
-            return
-        for name, child in module.named_children():
-            visit(f"{prefix}.{name}" if prefix else name, child)
-
-    visit("", network)
-    return found
-
-
-def network_kl(network: nn.Module) -> torch.Tensor:
-    r"""Sum of ``kl_divergence()`` over the Bayesian layers of ``network``, shape ().
-
-    Raises
-    ------
-    ValueError
-        When ``network`` has no Bayesian layer, or a layer's KL is not a scalar tensor.
-    """
-    layers = bayesian_modules(network)
-    if not layers:
-        raise ValueError("network has no Bayesian layers: no submodule has a kl_divergence() method")
-    total = None
-    for name, layer in layers.items():
-        kl = layer.kl_divergence()
-        if not torch.is_tensor(kl) or kl.shape != ():
-            shape = tuple(kl.shape) if torch.is_tensor(kl) else type(kl).__name__
-            raise ValueError(f"kl_divergence() of layer {name!r} must return a tensor of shape (), got {shape}")
-        total = kl if total is None else total + kl
-    return total
+# The layer protocol (any module with kl_divergence()) and its KL sum live with the layers.
+bayesian_modules = kl_modules
+network_kl = kl_divergence
 
 
 def network_loss(

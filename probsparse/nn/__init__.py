@@ -8,7 +8,7 @@ under the names of its deterministic counterpart), which is what :mod:`probspars
 
 from probsparse.nn.base import BayesianLayer
 from probsparse.nn.conv import BayesianConv2d
-from probsparse.nn.convert import bayesian_layers, bayesianize, kl_divergence, posterior_mean
+from probsparse.nn.convert import bayesian_layers, bayesianize, kl_divergence, kl_modules, posterior_mean
 from probsparse.nn.linear import BayesianLinear
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "bayesian_layers",
     "bayesianize",
     "kl_divergence",
+    "kl_modules",
     "posterior_mean",
 ]

@@ -14,7 +14,7 @@ from probsparse.nn.conv import BayesianConv2d
 from probsparse.nn.linear import BayesianLinear
 from probsparse.priors.base import WeightPrior
 
-__all__ = ["bayesian_layers", "bayesianize", "kl_divergence", "posterior_mean"]
+__all__ = ["bayesian_layers", "bayesianize", "kl_divergence", "kl_modules", "posterior_mean"]
 
 # Deterministic layer type -> constructor of its Bayesian version starting at the layer's weights.
 _BAYESIAN_VERSIONS: dict[type[nn.Module], Callable[..., BayesianLayer]] = {
@@ -28,23 +28,60 @@ def bayesian_layers(module: nn.Module) -> dict[str, BayesianLayer]:
     return {name: sub for name, sub in module.named_modules() if isinstance(sub, BayesianLayer)}
 
 
+def kl_modules(module: nn.Module) -> dict[str, nn.Module]:
+    """The outermost submodules of ``module`` (itself included) that have a ``kl_divergence()`` method.
+
+    This is the protocol the objectives use: any module with ``kl_divergence()`` counts, not only
+    :class:`BayesianLayer`, and it accounts for its whole subtree, so a container that sums its children's KLs
+    is not counted twice.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(BayesianLinear(3, 4), torch.nn.ReLU(), BayesianLinear(4, 2))
+    >>> list(kl_modules(net))
+    ['0', '2']
+    """
+    found: dict[str, nn.Module] = {}
+
+    def visit(prefix: str, sub: nn.Module) -> None:
+        if callable(getattr(sub, "kl_divergence", None)):
+            found[prefix] = sub
+            return
+        for name, child in sub.named_children():
+            visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", module)
+    return found
+
+
 def kl_divergence(module: nn.Module) -> torch.Tensor:
-    """Sum of the Bayesian layers' :meth:`~probsparse.nn.base.BayesianLayer.kl_divergence` (not scaled by N).
+    """Sum of ``kl_divergence()`` over :func:`kl_modules` ``(module)``, shape () (not scaled by N).
 
     Raises
     ------
     ValueError
-        If ``module`` has no Bayesian layer.
+        If ``module`` has no Bayesian layer, or a layer's KL is not a scalar tensor.
     """
-    layers = bayesian_layers(module)
+    layers = kl_modules(module)
     if not layers:
-        raise ValueError(f"{type(module).__name__} has no Bayesian layer; nothing to take a KL divergence of")
-    return sum(layer.kl_divergence() for layer in layers.values())
+        raise ValueError(
+            f"{type(module).__name__} has no Bayesian layer (no Bayesian layers found: no submodule has a "
+            "kl_divergence() method)"
+        )
+    total = None
+    for name, layer in layers.items():
+        kl = layer.kl_divergence()
+        if not torch.is_tensor(kl) or kl.shape != ():
+            shape = tuple(kl.shape) if torch.is_tensor(kl) else type(kl).__name__
+            raise ValueError(f"kl_divergence() of layer {name!r} must return a tensor of shape (), got {shape}")
+        total = kl if total is None else total + kl
+    return total
 
 
 @contextlib.contextmanager
 def posterior_mean(module: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every Bayesian layer of ``module`` computes its posterior-mean output.
+    """Within the block every layer of ``module`` with a boolean ``sampling`` switch (every Bayesian layer)
+    computes its posterior-mean output; the switches are restored on exit.
 
     Examples
     --------
@@ -56,7 +93,7 @@ def posterior_mean(module: nn.Module) -> Iterator[nn.Module]:
     >>> same
     True
     """
-    layers = list(bayesian_layers(module).values())
+    layers = [m for m in module.modules() if isinstance(getattr(m, "sampling", None), bool)]
     previous = [layer.sampling for layer in layers]
     for layer in layers:
         layer.sampling = False

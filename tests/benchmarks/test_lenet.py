@@ -2,10 +2,7 @@
 
 import math
 
-import torch
-
 from benchmarks import lenet
-from probsparse.datasets import load_digits
 
 
 def test_throughput_part_reports_every_ratio(monkeypatch):
@@ -22,16 +19,10 @@ def test_autonormal_step_runs():
     assert lenet.step_time_autonormal(batch_size=8, n_steps=2) > 0
 
 
-def test_export_end_to_end_on_digits_shaped_data(monkeypatch):
-    digits = load_digits()
-
-    def small_lenet():  # the digits have 64 pixels, not 784
-        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-
-    monkeypatch.setattr(lenet, "lenet_300_100", small_lenet)
-    from probsparse.priors import LogUniform
-
-    row = lenet.export_end_to_end(digits, prior=LogUniform(), rule="log_alpha:keep=0.3", epochs=3, lr=1e-2)
+def test_export_end_to_end_on_digits():
+    row = lenet.export_end_to_end(
+        "digits", prior="sparse-vd", rule="log_alpha:keep=0.3", epochs=3, lr=1e-2, hidden=(32,)
+    )
     assert row["exported_error_pct"] == row["pruned_error_pct"]
     assert 29.0 <= row["kept_weight_pct"] <= 31.0
     assert len(row["hidden_widths"]) == 1 and row["hidden_widths"][0] <= 32
