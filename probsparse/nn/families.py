@@ -241,6 +241,15 @@ class ScaleMixtureFamily(WeightFamily):
         # of the size of the weights whatever the prior's scale. Its N(0, 1) prior becomes N(0, unit^2).
         self.unit = float(start.mean()) if start.numel() else 1.0
         self.theta = _GaussianParameters(init_weight * (self.unit / start), init_std * self.unit)
+        # Fixed for the layer's life, so worked out once here rather than at every forward pass:
+        # - a fixed prior scale relative to theta's unit (None when it is 1: theta is then the weight itself);
+        fixed = start / self.unit
+        fixed = None if self.scale_loc or bool((fixed == 1).all()) else fixed
+        self.register_buffer("_fixed_scale", fixed, persistent=False)  # moves with .to(device / dtype)
+        # - "input" / "output" when the effective scale varies along that weight dim only (or nowhere).
+        shape = torch.broadcast_shapes(*(v.shape for v in self.scale_loc.values()), (1,) * len(self.shape))
+        varying = tuple(i for i, n in enumerate(shape) if n != 1)
+        self._factored_along = {(): "output", (0,): "output", (1,): "input"}.get(varying)
 
     def _variable_shape(self, key, p) -> torch.Size:
         if p is None:  # type-II variance: one per weight or group, as the prior declares
@@ -260,18 +269,11 @@ class ScaleMixtureFamily(WeightFamily):
                 scales[key] = loc.exp()
         return scales
 
-    @property
-    def _factored_along(self) -> str | None:
-        """``"input"`` / ``"output"`` when the effective scale varies along that weight dim only (or nowhere)."""
-        shape = torch.broadcast_shapes(*(v.shape for v in self.scale_loc.values()), (1,) * len(self.shape))
-        varying = [i for i, n in enumerate(shape) if n != 1]
-        return {(): "output", (0,): "output", (1,): "input"}.get(tuple(varying))
-
     def sample_factors(self, batch_shape=()):
         mean, var = self.theta.mean, self.theta.var()
-        if not self.scale_loc:  # a fixed prior scale: theta is stored in its units, so the weights are theta
-            s = self._combine({}, mean) / self.unit
-            return (mean, var, None, None) if bool((s == 1).all()) else (s * mean, s.square() * var, None, None)
+        if not self.scale_loc:  # a fixed prior scale
+            s = self._fixed_scale
+            return (mean, var, None, None) if s is None else (s * mean, s.square() * var, None, None)
         along = self._factored_along
         # A scale shared along every dim but the input one (or the output one) scales the layer's input (or
         # output) instead of the weights: a few hundred multiplications instead of one per weight, and a
