@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from probsparse._validation import check_finite_real, check_positive_real
+from probsparse.nn._autograd import exp_twice, gaussian_kl_sum
 from probsparse.nn.families import family_for
 from probsparse.priors.base import WeightPrior
 from probsparse.priors.scale_mixture import Normal
@@ -115,15 +116,22 @@ class BayesianLayer(nn.Module):
         # gradient that the step does not otherwise need, so there they are drawn once per call and folded
         # into the weight moments.
         per_example = x.requires_grad
-        factors = self.weight.sample_factors(self._batch_shape(x) if per_example else ())
-        mean_w, var_w, in_scale, out_scale = factors
+        mean_w, var_w, in_scale, out_scale = self.weight.sample_factors(self._batch_shape(x) if per_example else ())
+        bias_var = None if self.bias_log_std is None else exp_twice(self.bias_log_std)
+        return self._sample_preactivation(x, mean_w, var_w, in_scale, out_scale, bias_var)
+
+    def _sample_preactivation(self, x, mean_w, var_w, in_scale, out_scale, bias_var):
+        """One local-reparameterisation draw of the pre-activation from the factored weight moments.
+
+        ``in_scale`` carries the input's batch dims when it was drawn per example; otherwise it is folded
+        into the weight moments. Subclasses may override this with a fused computation.
+        """
         x_sq = x.square()
-        if in_scale is not None and not per_example:
+        if in_scale is not None and in_scale.dim() == len(self.weight.shape):
             mean_w, var_w = mean_w * in_scale, var_w * in_scale.square()
         elif in_scale is not None:
             view = self._input_view(in_scale)
             x, x_sq = x * view, x_sq * view.square()
-        bias_var = None if self.bias_log_std is None else (2.0 * self.bias_log_std).exp()
         if out_scale is None:
             mean = self._affine(x, mean_w, self.bias_mean)
             var = self._affine(x_sq, var_w, bias_var)
@@ -142,9 +150,7 @@ class BayesianLayer(nn.Module):
         r""":math:`\mathrm{KL}(q \,\|\, p)` of the weights' latent variables and the bias, summed (not scaled by N)."""
         kl = self.weight.kl()
         if self.bias_mean is not None:
-            log_ratio = self.bias_log_std - math.log(self.bias_prior_scale)
-            ratio_sq = (2.0 * log_ratio).exp()
-            kl = kl + (0.5 * (ratio_sq + (self.bias_mean / self.bias_prior_scale).square() - 1.0) - log_ratio).sum()
+            kl = kl + gaussian_kl_sum(self.bias_mean, self.bias_log_std, self.bias_prior_scale)
         return kl
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, log_normal_kl
 from probsparse.priors.ard import ARDPrior
 from probsparse.priors.base import WeightPrior, group_shape
 from probsparse.priors.jeffreys import LogUniform, molchanov_neg_kl
@@ -158,6 +159,35 @@ def _log_density_of_log(prior, u: torch.Tensor) -> torch.Tensor:
     return prior.log_prob(u.exp()) + u
 
 
+def _log_density_of_log_with_slope(prior):
+    """``u -> (log p(e^u) + u, its derivative in u)`` in closed form, or None where there is none here.
+
+    Only for priors whose own parameters are constants: the hand-written gradient of the KL
+    (:func:`~probsparse.nn._autograd.log_normal_kl`) does not reach them.
+    """
+    if isinstance(prior, torch.distributions.HalfCauchy) and not prior.scale.requires_grad:
+        log_scale = prior.scale.log()
+        const = math.log(2.0 / math.pi) - log_scale
+
+        def half_cauchy(u):
+            z = 2.0 * (u - log_scale)
+            return const + u - F.softplus(z), 1.0 - 2.0 * torch.sigmoid(z)
+
+        return half_cauchy
+    gamma_types = (torch.distributions.InverseGamma, torch.distributions.Gamma)
+    if isinstance(prior, gamma_types) and not (prior.concentration.requires_grad or prior.rate.requires_grad):
+        a, b = prior.concentration, prior.rate
+        sign = -1.0 if isinstance(prior, torch.distributions.InverseGamma) else 1.0
+        const = a * b.log() - torch.lgamma(a)
+
+        def gamma_family(u):
+            tail = b * torch.exp(sign * u)
+            return const + sign * a * u - tail, sign * (a - tail)
+
+        return gamma_family
+    return None
+
+
 class _GaussianParameters(nn.Module):
     """Mean and log standard deviation of a factorised Gaussian.
 
@@ -169,18 +199,24 @@ class _GaussianParameters(nn.Module):
         super().__init__()
         self.mean = nn.Parameter(mean.detach().clone())
         self.log_std = nn.Parameter(torch.full_like(self.mean, math.log(init_std)))
+        # The variance of the last forward pass, reused by the KL while log_std is unchanged (same tensor, same
+        # version: an optimiser step or a load bumps the version). It saves an exp and a temporary per step.
+        self._last_var = None
 
     @property
     def std(self) -> torch.Tensor:
         return self.log_std.exp()
 
     def var(self) -> torch.Tensor:
-        return (2.0 * self.log_std).exp()
+        var = exp_twice(self.log_std)
+        self._last_var = (self.log_std, self.log_std._version, var.detach())
+        return var
 
     def kl_normal(self, prior_std: float = 1.0) -> torch.Tensor:
         """Sum of KL(N(mean, std^2) || N(0, prior_std^2))."""
-        scaled = 0.5 * (self.var() + self.mean.square()).sum() / prior_std**2
-        return scaled - 0.5 * self.mean.numel() - (self.log_std - math.log(prior_std)).sum()
+        last = self._last_var
+        fresh = last is not None and last[0] is self.log_std and last[1] == self.log_std._version
+        return gaussian_kl_sum(self.mean, self.log_std, prior_std, var=last[2] if fresh else None)
 
 
 @register_family(ScaleMixturePrior)
@@ -292,6 +328,10 @@ class ScaleMixtureFamily(WeightFamily):
             if p is None:
                 continue
             loc, log_std = self.scale_loc[key], self.scale_log_std[key]
+            density = _log_density_of_log_with_slope(p)
+            if loc.numel() <= _QUADRATURE_MAX_ENTRIES and density is not None:
+                kl = kl + log_normal_kl(loc, log_std, density, *_hermite_rule(loc.dtype, loc.dim()))
+                continue
             std = log_std.exp()
             if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
                 nodes, weights = _hermite_rule(loc.dtype, loc.dim())

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probsparse._validation import check_positive_int
+from probsparse.nn._autograd import linear_local_reparam
 from probsparse.nn.base import BayesianLayer
 
 __all__ = ["BayesianLinear"]
@@ -114,6 +115,19 @@ class BayesianLinear(BayesianLayer):
 
     def _affine(self, x, weight, bias):
         return F.linear(x, weight, bias)
+
+    def _sample_preactivation(self, x, mean_w, var_w, in_scale, out_scale, bias_var):
+        if out_scale is not None:
+            return super()._sample_preactivation(x, mean_w, var_w, in_scale, out_scale, bias_var)
+        # The fused form of the base class's computation (one weight-sized temporary instead of about ten).
+        if in_scale is not None:
+            per_example = in_scale.dim() > mean_w.dim()
+            in_scale = in_scale.reshape(-1, self.in_features) if per_example else in_scale.reshape(self.in_features)
+        batch_shape = x.shape[:-1]
+        out = linear_local_reparam(
+            x.reshape(-1, self.in_features), mean_w, var_w, self.bias_mean, bias_var, scale=in_scale
+        )
+        return out.reshape(*batch_shape, self.out_features)
 
     def _batch_shape(self, x):
         return x.shape[:-1]
