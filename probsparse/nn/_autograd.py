@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
 
-__all__ = ["exp_twice", "gaussian_kl_sum", "linear_local_reparam", "log_normal_kl"]
+__all__ = ["exp_twice", "gaussian_kl_sum", "gaussian_kl_to_scaled_normal", "linear_local_reparam", "log_normal_kl"]
 
 
 class _ExpTwice(torch.autograd.Function):
@@ -81,6 +81,49 @@ def gaussian_kl_sum(
         :math:`e^{2\ell}` if already at hand (treated as a constant: the gradient is the analytic one).
     """
     return _GaussianKLSum.apply(mean, log_std, float(prior_std), None if var is None else var.detach())
+
+
+class _GaussianKLToScaledNormal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, mean, log_std, log_precision, var):
+        if var is None:
+            var = torch.mul(log_std, 2.0).exp_()
+        precision = log_precision.exp()
+        second_moment = (var + mean * mean).sum_to_size(log_precision.shape)
+        kl = 0.5 * (second_moment * precision).sum() - log_std.sum() - 0.5 * mean.numel()
+        ctx.save_for_backward(mean, var, precision, second_moment)
+        return kl
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        mean, var, precision, second_moment = ctx.saved_tensors
+        scaled = grad * precision
+        grad_mean = torch.mul(mean, scaled) if ctx.needs_input_grad[0] else None
+        grad_log_std = torch.mul(var, scaled).sub_(grad) if ctx.needs_input_grad[1] else None
+        grad_log_precision = 0.5 * second_moment * scaled if ctx.needs_input_grad[2] else None
+        return grad_mean, grad_log_std, grad_log_precision, None
+
+
+def gaussian_kl_to_scaled_normal(
+    mean: torch.Tensor, log_std: torch.Tensor, log_precision: torch.Tensor, var: torch.Tensor | None = None
+) -> torch.Tensor:
+    r""":math:`\sum \big(\tfrac12 (e^{2\ell} + \mu^2) e^{\rho} - \ell - \tfrac12\big)`, a scalar.
+
+    The KL of :math:`\mathcal N(\mu, e^{2\ell})` from :math:`\mathcal N(0, e^{-\rho})` without its
+    :math:`-\rho/2` term, which the caller adds (it depends on :math:`\rho` alone, or, for a random
+    precision, on :math:`E[\log s]` rather than on :math:`\log E[s^{-2}]`).
+
+    Parameters
+    ----------
+    mean, log_std : torch.Tensor
+        :math:`\mu` and :math:`\ell`, the same shape.
+    log_precision : torch.Tensor
+        :math:`\rho`, broadcastable to ``mean`` (one per group of weights).
+    var : torch.Tensor, optional
+        :math:`e^{2\ell}` if already at hand (a constant here).
+    """
+    return _GaussianKLToScaledNormal.apply(mean, log_std, log_precision, None if var is None else var.detach())
 
 
 class _LogNormalKL(torch.autograd.Function):

@@ -45,7 +45,9 @@ class BayesianLayer(nn.Module):
         ``True``: stochastic forward passes; ``False``: posterior-mean forward passes.
     """
 
-    def __init__(self, weight_shape, init_weight, *, prior, bias, init_bias, bias_prior_scale, init_log_std):
+    def __init__(
+        self, weight_shape, init_weight, *, prior, bias, init_bias, bias_prior_scale, init_log_std, parameterisation
+    ):
         super().__init__()
         if prior is None:
             prior = Normal(1.0)
@@ -62,7 +64,8 @@ class BayesianLayer(nn.Module):
                 f"init_log_std={self.init_log_std} gives an initial standard deviation that is zero or infinite "
                 f"in {init_weight.dtype}"
             )
-        self.weight = family_for(prior, weight_shape, init_weight, self.init_log_std)
+        self.parameterisation = parameterisation
+        self.weight = family_for(prior, weight_shape, init_weight, self.init_log_std, parameterisation)
         if bias:
             self.bias_mean = nn.Parameter(init_bias.detach().clone())
             self.bias_log_std = nn.Parameter(torch.full_like(init_bias, self.init_log_std))
@@ -72,7 +75,8 @@ class BayesianLayer(nn.Module):
         self.sampling = True
 
     def _start_at(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        self.weight = family_for(self.prior, self.weight.shape, weight.detach(), self.init_log_std)
+        shape, init = self.weight.shape, weight.detach()
+        self.weight = family_for(self.prior, shape, init, self.init_log_std, self.parameterisation)
         if bias is not None:
             with torch.no_grad():
                 self.bias_mean.copy_(bias)

@@ -32,7 +32,7 @@ class BayesianConv2d(BayesianLayer):
         As in :class:`torch.nn.Conv2d` (numeric padding only).
     groups : int, default=1
         Grouped convolution, as in :class:`torch.nn.Conv2d` (not the prior's group structure).
-    prior, bias, bias_prior_scale, init_log_std, device, dtype
+    prior, bias, bias_prior_scale, init_log_std, parameterisation, device, dtype
         As in :class:`~probsparse.nn.BayesianLinear`.
 
     Examples
@@ -58,6 +58,7 @@ class BayesianConv2d(BayesianLayer):
         bias: bool = True,
         bias_prior_scale: float = 1.0,
         init_log_std: float = -5.0,
+        parameterisation: str = "non-centred",
         device=None,
         dtype=None,
     ) -> None:
@@ -77,6 +78,7 @@ class BayesianConv2d(BayesianLayer):
             init_bias=reference.bias.detach(),
             bias_prior_scale=bias_prior_scale,
             init_log_std=init_log_std,
+            parameterisation=parameterisation,
         )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = reference.kernel_size, reference.stride

@@ -20,6 +20,9 @@ SpikeAndSlab                               :class:`SpikeSlabFamily`: :math:`q(w,
 LogUniform (per weight)                    :class:`SparseVDFamily`: :math:`\mathcal N(\theta,\alpha\theta^2)`
 LogUniform with groups, GroupNormalJeffreys :class:`GroupNJFamily`: Gaussian group scales
 =========================================  =========================================================
+
+A layer built with ``parameterisation="centred"`` gets :class:`CentredScaleMixtureFamily` instead (Normal, the
+horseshoes without a slab, ARD): Gaussian weights independent of log-normal scales, which enter the KL only.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, log_normal_kl
+from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, gaussian_kl_to_scaled_normal, log_normal_kl
 from probsparse.priors.ard import ARDPrior
 from probsparse.priors.base import WeightPrior, group_shape
 from probsparse.priors.jeffreys import LogUniform, molchanov_neg_kl
@@ -41,6 +44,7 @@ from probsparse.priors.scale_mixture import ScaleMixturePrior
 from probsparse.priors.spike_slab import SpikeAndSlab
 
 __all__ = [
+    "CentredScaleMixtureFamily",
     "GroupNJFamily",
     "ScaleMixtureFamily",
     "SparseVDFamily",
@@ -130,8 +134,25 @@ def register_family(prior_type: type):
     return decorate
 
 
-def family_for(prior: WeightPrior, shape, init_weight: torch.Tensor, init_log_std: float) -> WeightFamily:
-    """The variational family of a layer weight of shape ``shape`` under ``prior`` (looked up along the MRO)."""
+PARAMETERISATIONS = ("non-centred", "centred")
+
+
+def family_for(
+    prior: WeightPrior, shape, init_weight: torch.Tensor, init_log_std: float, parameterisation: str = "non-centred"
+) -> WeightFamily:
+    """The variational family of a layer weight of shape ``shape`` under ``prior`` (looked up along the MRO).
+
+    ``parameterisation="centred"`` asks for :class:`CentredScaleMixtureFamily` (product-form scale mixtures only).
+    """
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+    if parameterisation == "centred":
+        if not isinstance(prior, (ScaleMixturePrior, ARDPrior)) or getattr(prior, "scale_exponents", None) is None:
+            raise ValueError(
+                f"parameterisation='centred' needs a scale mixture whose scale is a product of powers of its scale "
+                f"variables (Normal, Horseshoe, GroupHorseshoe, ARD); got {prior!r}"
+            )
+        return CentredScaleMixtureFamily(prior, torch.Size(shape), init_weight, init_log_std)
     for cls in type(prior).__mro__:
         if cls in _FAMILIES:
             return _FAMILIES[cls](prior, torch.Size(shape), init_weight, init_log_std)
@@ -188,6 +209,32 @@ def _log_density_of_log_with_slope(prior):
     return None
 
 
+def _scale_variables_kl(priors, locs, log_stds) -> torch.Tensor | float:
+    r"""Sum over the scale variables of :math:`\mathrm{KL}(q(\phi_k) \,\|\, p_k(\phi_k))`, log-normal :math:`q`.
+
+    By 10-point Gauss-Hermite quadrature per entry, or one reparameterised draw for variables with more than
+    4096 entries; variables whose prior is ``None`` (type-II point estimates) have no KL.
+    """
+    kl = 0.0
+    for key, p in priors.items():
+        if p is None:
+            continue
+        loc, log_std = locs[key], log_stds[key]
+        density = _log_density_of_log_with_slope(p)
+        if loc.numel() <= _QUADRATURE_MAX_ENTRIES and density is not None:
+            kl = kl + log_normal_kl(loc, log_std, density, *_hermite_rule(loc.dtype, loc.dim()))
+            continue
+        std = log_std.exp()
+        if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
+            nodes, weights = _hermite_rule(loc.dtype, loc.dim())
+            expected_log_p = (weights * _log_density_of_log(p, loc + std * nodes)).sum(0)
+        else:
+            expected_log_p = _log_density_of_log(p, loc + std * torch.randn_like(loc))
+        entropy = 0.5 * _LOG_2PI_E + log_std
+        kl = kl - (entropy + expected_log_p).sum()
+    return kl
+
+
 class _GaussianParameters(nn.Module):
     """Mean and log standard deviation of a factorised Gaussian.
 
@@ -217,6 +264,12 @@ class _GaussianParameters(nn.Module):
         last = self._last_var
         fresh = last is not None and last[0] is self.log_std and last[1] == self.log_std._version
         return gaussian_kl_sum(self.mean, self.log_std, prior_std, var=last[2] if fresh else None)
+
+    def kl_scaled_normal(self, log_precision: torch.Tensor) -> torch.Tensor:
+        """Sum of KL(N(mean, std^2) || N(0, 1 / exp(log_precision))) without the log-scale term (see the caller)."""
+        last = self._last_var
+        fresh = last is not None and last[0] is self.log_std and last[1] == self.log_std._version
+        return gaussian_kl_to_scaled_normal(self.mean, self.log_std, log_precision, var=last[2] if fresh else None)
 
 
 @register_family(ScaleMixturePrior)
@@ -263,7 +316,7 @@ class ScaleMixtureFamily(WeightFamily):
         self.scale_log_std = nn.ParameterDict()
         init_std = math.exp(init_log_std)
         for key, p in self._priors.items():
-            var_shape = self._variable_shape(key, p)
+            var_shape = _scale_variable_shape(self.shape, prior, p)
             self.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
             if p is not None:
                 self.scale_log_std[key] = nn.Parameter(torch.full(var_shape, math.log(init_std), dtype=zero.dtype))
@@ -286,11 +339,6 @@ class ScaleMixtureFamily(WeightFamily):
         shape = torch.broadcast_shapes(*(v.shape for v in self.scale_loc.values()), (1,) * len(self.shape))
         varying = tuple(i for i, n in enumerate(shape) if n != 1)
         self._factored_along = {(): "output", (0,): "output", (1,): "input"}.get(varying)
-
-    def _variable_shape(self, key, p) -> torch.Size:
-        if p is None:  # type-II variance: one per weight or group, as the prior declares
-            return group_shape(self.shape, getattr(self.prior, "groups", None))
-        return p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(self.shape))
 
     def _combine(self, scales: dict[str, torch.Tensor], zero: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(self.prior.effective_scale(scales), dtype=zero.dtype)
@@ -323,26 +371,7 @@ class ScaleMixtureFamily(WeightFamily):
         return (mean, var, s, None) if along == "input" else (mean, var, None, s)
 
     def kl(self):
-        kl = self.theta.kl_normal(self.unit)
-        for key, p in self._priors.items():
-            if p is None:
-                continue
-            loc, log_std = self.scale_loc[key], self.scale_log_std[key]
-            density = _log_density_of_log_with_slope(p)
-            if loc.numel() <= _QUADRATURE_MAX_ENTRIES and density is not None:
-                kl = kl + log_normal_kl(loc, log_std, density, *_hermite_rule(loc.dtype, loc.dim()))
-                continue
-            std = log_std.exp()
-            if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
-                nodes, weights = _hermite_rule(loc.dtype, loc.dim())
-                u = loc + std * nodes
-                expected_log_p = (weights * _log_density_of_log(p, u)).sum(0)
-            else:
-                u = loc + std * torch.randn_like(loc)
-                expected_log_p = _log_density_of_log(p, u)
-            entropy = 0.5 * _LOG_2PI_E + log_std
-            kl = kl - (entropy + expected_log_p).sum()
-        return kl
+        return self.theta.kl_normal(self.unit) + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
 
     @torch.no_grad()
     def posterior_moments(self):
@@ -380,6 +409,91 @@ class ScaleMixtureFamily(WeightFamily):
         # Var[s theta] = E[s^2] sigma^2 + Var[s] mu^2 for independent s and theta.
         var = (var_s + mean_s.square()) * var_theta + var_s * mu.square()
         return mean.expand(self.shape), var.expand(self.shape)
+
+
+class CentredScaleMixtureFamily(WeightFamily):
+    r"""Centred scale mixture: Gaussian weights and log-normal scales, independent in the posterior.
+
+    .. math::
+
+        q(w) = \prod \mathcal N(\mu, \sigma^2), \quad q(\log\phi_k) = \prod \mathcal N(m_k, v_k), \qquad
+        p(w \mid \phi) = \mathcal N(0, s^2), \quad s = c \prod_k \phi_k^{p_k},
+
+    for priors whose effective scale is such a product (``scale_exponents``: Normal, the horseshoe, the
+    group horseshoe, ARD). A forward pass needs only :math:`q(w)`: the scales enter the KL alone, where the
+    weights' part is closed form,
+
+    .. math::
+
+        E_q\big[\mathrm{KL}(q(w) \,\|\, p(w \mid \phi))\big]
+        = E[\log s] - \log\sigma + \tfrac12 (\sigma^2 + \mu^2)\, E[s^{-2}] - \tfrac12, \qquad
+        E[\log s] = \log c + \sum_k p_k m_k, \quad
+        E[s^{-2}] = c^{-2} e^{\sum_k (2 p_k^2 v_k - 2 p_k m_k)},
+
+    and the scales' own terms are those of :class:`ScaleMixtureFamily`.
+
+    Against the non-centred family (:math:`w = s\theta`): a step costs what a Gaussian prior's does (no
+    scale draws, no scale folding), and the weights' noise is not multiplied by the scales' noise; but the
+    posterior cannot correlate a weight with its scale, so a weight does not shrink "with" its group within
+    one draw. Select it with ``parameterisation="centred"`` on the layer or in :func:`~probsparse.nn.bayesianize`.
+    """
+
+    def __init__(self, prior, shape, init_weight, init_log_std):
+        super().__init__(prior, shape)
+        zero = torch.zeros((), dtype=init_weight.dtype)
+        previous = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)
+        try:
+            self._priors = prior.scale_distributions(self.shape, zero)
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(previous)
+        self._exponents = dict(prior.scale_exponents)
+        self.scale_loc = nn.ParameterDict()
+        self.scale_log_std = nn.ParameterDict()
+        init_std = math.exp(init_log_std)
+        for key, p in self._priors.items():
+            var_shape = _scale_variable_shape(self.shape, prior, p)
+            self.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
+            if p is not None:
+                self.scale_log_std[key] = nn.Parameter(torch.full(var_shape, math.log(init_std), dtype=zero.dtype))
+        with torch.no_grad():  # c: the effective scale with every scale variable at 1
+            ones = {k: torch.ones_like(v) for k, v in self.scale_loc.items()}
+            self._log_c = math.log(float(torch.as_tensor(prior.effective_scale(ones)).mean()))
+        self.theta = _GaussianParameters(init_weight, init_std)
+
+    def _log_scale_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\sum_{ij} E[\log s_{ij}]` and :math:`\log E[s^{-2}]` (broadcastable to the weight)."""
+        numel = self.shape.numel()
+        total_log_s = numel * self._log_c
+        log_precision = torch.full((1,) * len(self.shape), -2.0 * self._log_c, dtype=self.theta.mean.dtype)
+        for key, p in self._exponents.items():
+            loc = self.scale_loc[key]
+            total_log_s = total_log_s + p * loc.sum() * (numel // loc.numel())
+            log_precision = log_precision - 2.0 * p * loc
+            if key in self.scale_log_std:
+                log_precision = log_precision + 2.0 * p**2 * exp_twice(self.scale_log_std[key])
+        return total_log_s, log_precision
+
+    def sample_factors(self, batch_shape=()):
+        return self.theta.mean, self.theta.var(), None, None
+
+    def kl(self):
+        total_log_s, log_precision = self._log_scale_moments()
+        weights_kl = self.theta.kl_scaled_normal(log_precision) + total_log_s
+        return weights_kl + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
+
+    @torch.no_grad()
+    def posterior_moments(self):
+        return self.theta.mean.detach(), self.theta.var().detach()
+
+    def mean_weight(self):
+        return self.theta.mean
+
+
+def _scale_variable_shape(shape, prior, p) -> torch.Size:
+    if p is None:  # type-II variance: one per weight or group, as the prior declares
+        return group_shape(shape, getattr(prior, "groups", None))
+    return p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(shape))
 
 
 @register_family(SpikeAndSlab)

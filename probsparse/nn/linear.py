@@ -40,6 +40,10 @@ class BayesianLinear(BayesianLayer):
     init_log_std : float, default=-5.0
         Log of the initial posterior standard deviations (weights given their scales, bias): a network that
         starts close to deterministic.
+    parameterisation : {"non-centred", "centred"}, default="non-centred"
+        Variational family of a scale-mixture prior's weights: non-centred (:math:`w = s\theta`, scales drawn in
+        the forward pass) or centred (Gaussian :math:`w` independent of the scales, which enter the KL only;
+        faster per step). See :mod:`probsparse.nn.families`.
     device, dtype : optional
 
     Attributes
@@ -76,6 +80,7 @@ class BayesianLinear(BayesianLayer):
         bias: bool = True,
         bias_prior_scale: float = 1.0,
         init_log_std: float = -5.0,
+        parameterisation: str = "non-centred",
         device=None,
         dtype=None,
     ) -> None:
@@ -91,6 +96,7 @@ class BayesianLinear(BayesianLayer):
             init_bias=reference.bias.detach(),
             bias_prior_scale=bias_prior_scale,
             init_log_std=init_log_std,
+            parameterisation=parameterisation,
         )
         self.in_features = in_features
         self.out_features = out_features

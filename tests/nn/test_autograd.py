@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from probsparse.nn import BayesianLinear
-from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, linear_local_reparam, log_normal_kl
+from probsparse.nn._autograd import (
+    exp_twice,
+    gaussian_kl_sum,
+    gaussian_kl_to_scaled_normal,
+    linear_local_reparam,
+    log_normal_kl,
+)
 from probsparse.nn.families import _hermite_rule, _log_density_of_log, _log_density_of_log_with_slope
 from probsparse.priors import GroupHorseshoe
 
@@ -38,6 +44,21 @@ def test_gaussian_kl_sum_matches_torch_distributions(prior_std, given_var):
     expected = torch.autograd.grad(reference, (mean, log_std))
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("precision_shape", [(1, 4), (5, 1), (1, 1), (5, 4)])
+def test_gaussian_kl_to_scaled_normal_is_the_kl_without_its_log_scale_term(precision_shape):
+    mean, log_std = _leaf(5, 4, seed=13), _leaf(5, 4, scale=0.5, shift=-1.0, seed=14)
+    log_precision = _leaf(*precision_shape, scale=0.5, seed=15)
+    std_prior = (-0.5 * log_precision).exp().expand(5, 4)
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, log_std.exp()), torch.distributions.Normal(0.0, std_prior)
+    ).sum()
+    reference = kl - (-0.5 * log_precision).expand(5, 4).sum()  # the caller adds sum(log s)
+    torch.testing.assert_close(gaussian_kl_to_scaled_normal(mean, log_std, log_precision), reference)
+    assert torch.autograd.gradcheck(gaussian_kl_to_scaled_normal, (mean, log_std, log_precision))
+    var = (2.0 * log_std).exp().detach()
+    torch.testing.assert_close(gaussian_kl_to_scaled_normal(mean, log_std, log_precision, var=var), reference)
 
 
 @pytest.mark.parametrize(

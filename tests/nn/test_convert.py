@@ -14,6 +14,7 @@ from probsparse.nn import (
     kl_divergence,
     posterior_mean,
 )
+from probsparse.nn.families import CentredScaleMixtureFamily
 from probsparse.priors import GroupHorseshoe, Horseshoe, Normal, RegularizedHorseshoe, SpikeAndSlab
 
 DTYPE = torch.float64
@@ -112,6 +113,19 @@ def test_layer_kwargs_reach_every_layer():
     bnet = bayesianize(SmallNet(), Normal(), bias_prior_scale=3.0, init_log_std=-4.0)
     for layer in bayesian_layers(bnet).values():
         assert layer.bias_prior_scale == 3.0 and layer.init_log_std == -4.0
+
+
+def test_centred_parameterisation_keeps_the_weights_and_trains():
+    net = SmallNet()
+    bnet = bayesianize(net, GroupHorseshoe(groups="input"), parameterisation="centred", init_log_std=-30.0)
+    layers = bayesian_layers(bnet)
+    assert all(isinstance(layer.weight, CentredScaleMixtureFamily) for layer in layers.values())
+    x = _x()
+    with posterior_mean(bnet):
+        torch.testing.assert_close(bnet(x), net(x), rtol=1e-9, atol=1e-12)
+    loss = bnet(x).square().sum() + kl_divergence(bnet)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bnet.parameters())
 
 
 def test_a_bare_linear_layer_is_converted():

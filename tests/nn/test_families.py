@@ -9,6 +9,7 @@ from torch.distributions import Normal as TorchNormal
 
 from probsparse.nn import families
 from probsparse.nn.families import (
+    CentredScaleMixtureFamily,
     GroupNJFamily,
     ScaleMixtureFamily,
     SparseVDFamily,
@@ -78,7 +79,7 @@ def _spread(family, seed=5, scale_std=(0.1, 0.4)):
             unit = _unit(family)
             family.theta.mean.copy_(unit * torch.randn(family.theta.mean.shape, generator=gen, dtype=DTYPE))
             family.theta.log_std.copy_((unit * uniform(family.theta.mean.shape, 0.2, 1.0)).log())
-        if isinstance(family, ScaleMixtureFamily):
+        if isinstance(family, (ScaleMixtureFamily, CentredScaleMixtureFamily)):
             for key, loc in family.scale_loc.items():
                 loc.copy_(uniform(loc.shape, -1.0, 0.5))
                 if key in family.scale_log_std:
@@ -400,3 +401,68 @@ def test_group_nj_sample_moments_draw_one_z_per_call():
     z = family.z_mean + (0.5 * family.z_log_var).exp() * torch.randn_like(family.z_mean)
     torch.testing.assert_close(mean, z * _mu(family), rtol=1e-14, atol=0)
     torch.testing.assert_close(var, z.square() * _sigma(family).square(), rtol=1e-14, atol=0)
+
+
+# ------------------------------------------------------------------------------------- centred scale mixtures
+
+
+def _centred(prior, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    init = 0.5 * torch.randn(SHAPE, generator=gen, dtype=DTYPE)
+    return _spread(family_for(prior, SHAPE, init, math.log(0.3), parameterisation="centred"), scale_std=(0.2, 0.8))
+
+
+@pytest.mark.parametrize(
+    "prior", [Horseshoe(0.3), GroupHorseshoe(groups="input"), ARD(precision_prior=(2.0, 0.5)), ARD()], ids=repr
+)
+def test_centred_kl_against_monte_carlo_over_the_scales(prior):
+    # E_q(phi)[KL(q(w) || N(0, s(phi)^2))] by sampling the scales, plus the scales' own KL by Monte Carlo.
+    family = _centred(prior)
+    gen = torch.Generator().manual_seed(13)
+    n_draws = 20_000
+    with torch.no_grad():
+        kl = family.kl()
+        scales = {}
+        for key, loc in family.scale_loc.items():
+            std = family.scale_log_std[key].exp() if key in family.scale_log_std else torch.zeros_like(loc)
+            scales[key] = (loc + std * torch.randn((n_draws,) + loc.shape, generator=gen, dtype=DTYPE)).exp()
+        s = torch.as_tensor(prior.effective_scale(scales))
+        q = TorchNormal(family.theta.mean, family.theta.std)
+        per_draw = kl_divergence(q, TorchNormal(torch.zeros(()), s)).reshape(n_draws, -1).sum(1)
+    scale_kl, scale_se = _scale_kl_monte_carlo(family) if family.scale_log_std else (0.0, 0.0)
+    estimate = per_draw.mean() + scale_kl
+    std_error = math.sqrt(float(per_draw.var()) / n_draws + float(scale_se) ** 2)
+    assert abs(float(kl) - float(estimate)) < 5 * std_error + 1e-9 * abs(float(estimate))
+
+
+def test_centred_family_with_a_fixed_scale_is_the_normal_family():
+    prior = Normal(0.4)
+    centred, plain = _centred(prior), _spread(_family(prior))
+    with torch.no_grad():
+        centred.theta.mean.copy_(0.4 * _mu(plain))
+        centred.theta.log_std.copy_((0.4 * _sigma(plain)).log())
+    torch.testing.assert_close(centred.kl(), plain.kl(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(centred.posterior_moments(), plain.posterior_moments(), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_centred_forward_needs_only_the_weights_posterior():
+    family = _centred(GroupHorseshoe(groups="input"))
+    mean, var, in_scale, out_scale = family.sample_factors()
+    assert in_scale is None and out_scale is None
+    torch.testing.assert_close(mean, family.theta.mean)
+    torch.testing.assert_close(var, family.theta.var())
+    torch.testing.assert_close(family.posterior_moments()[1], family.theta.var())
+
+
+@pytest.mark.parametrize(
+    "prior", [RegularizedHorseshoe(), SpikeAndSlab(), LogUniform(), GroupNormalJeffreys()], ids=repr
+)
+def test_centred_parameterisation_needs_a_product_form_scale(prior):
+    with pytest.raises(ValueError, match="parameterisation='centred' needs a scale mixture"):
+        family_for(prior, SHAPE, torch.zeros(SHAPE), -3.0, parameterisation="centred")
+
+
+def test_unknown_parameterisation_raises():
+    with pytest.raises(ValueError, match="parameterisation must be one of"):
+        family_for(Normal(), SHAPE, torch.zeros(SHAPE), -3.0, parameterisation="centered")
