@@ -6,6 +6,14 @@ run them as plain Python (the test-suite does this once to check the Python and 
 """
 
 from probsparse.kernels._config import FASTMATH
+from probsparse.kernels.kronecker_products import (
+    factor_rotation,
+    kron_change_norm,
+    kron_eig_solve,
+    kron_estep,
+    kron_prune_change,
+    kron_second_moments,
+)
 from probsparse.kernels.sbl_updates import (
     ACTION_ADD,
     ACTION_DELETE,
@@ -28,6 +36,12 @@ __all__ = [
     "check_csr",
     "csr_linear",
     "csr_linear_unchecked",
+    "factor_rotation",
+    "kron_change_norm",
+    "kron_eig_solve",
+    "kron_estep",
+    "kron_prune_change",
+    "kron_second_moments",
     "rank_one_update",
     "select_action",
 ]

@@ -14,7 +14,14 @@ from scipy import stats
 
 from probsparse.datasets import make_kronecker_sparse
 from probsparse.inference.sbl import KroneckerSBLPosterior, fit_kronecker_sbl, kronecker_posterior
-from probsparse.inference.sbl.kronecker import _am_mstep, _block_update, _mstep_cost, _outer, _svd_mstep
+from probsparse.inference.sbl.kronecker import (
+    _am_mstep,
+    _best_swap,
+    _block_update,
+    _mstep_cost,
+    _outer,
+    _svd_mstep,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Dense references
@@ -240,6 +247,79 @@ def test_svd_mstep_exact_on_rank_one(shape, rng):
         assert np.linalg.norm(g) == pytest.approx(1.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(4, 5, 6), (7, 3), (2, 3, 4, 3), (6, 2, 5)], ids=["I=3", "I=2", "I=4", "thin"])
+def test_svd_mstep_matches_full_svds(shape, rng):
+    # A generic (full-rank) Λ: each factor is the absolute leading singular vector of the unfolding, as
+    # np.linalg.svd gives it (the M-step computes it from the Gram matrix instead).
+    lam = _outer([rng.uniform(0.5, 2.0, n) for n in shape]) * rng.uniform(0.5, 1.5, shape)
+    out = _svd_mstep(lam)
+    R = lam.reshape(shape[0], -1)
+    for i in range(len(shape) - 1):
+        u, s, vh = np.linalg.svd(R, full_matrices=False)
+        np.testing.assert_allclose(out[i], np.abs(u[:, 0]), rtol=1e-11)
+        rest = s[0] * vh[0]
+        R = rest.reshape(shape[i + 1], -1) if i + 1 < len(shape) - 1 else None
+    np.testing.assert_allclose(out[-1], np.abs(rest), rtol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------------
+# (4b) The EM loop against a plain re-implementation
+# ----------------------------------------------------------------------------------------------------
+
+
+def _reference_svd_krosbl(factors, y, noise_var, max_iter, prune_ratio=1e-3, tol=1e-4):
+    """SVD-KroSBL written directly: public E-step on full factors (zeros for pruned entries), np.linalg.svd."""
+    dims = [A.shape[1] for A in factors]
+    y2 = float(np.sum(np.abs(y) ** 2))
+    gam = [(y2 ** (1.0 / len(factors))) / np.sum(np.abs(A) ** 2, axis=0) for A in factors]
+    scale = 1.0
+    for i in range(len(gam) - 1):
+        nrm = np.linalg.norm(gam[i])
+        gam[i] = gam[i] / nrm
+        scale *= nrm
+    gam[-1] = gam[-1] * scale
+    for _ in range(max_iter):
+        mean, var, _ = kronecker_posterior(factors, y, gam, noise_var)
+        lam = (var + np.abs(mean) ** 2).reshape(dims)
+        active = [g > 0 for g in gam]
+        sub = lam[np.ix_(*active)]
+        sub = np.maximum(sub, 1e-30 * sub.max())
+        new_sub, R = [], sub.reshape(sub.shape[0], -1)
+        for i in range(len(dims) - 1):
+            u, s, vh = np.linalg.svd(R, full_matrices=False)
+            new_sub.append(np.abs(u[:, 0]))
+            R = (s[0] * vh[0]).reshape(sub.shape[i + 1], -1) if i + 1 < len(dims) - 1 else None
+        new_sub.append(np.abs(s[0] * vh[0]))
+        new = []
+        for g, a, ns in zip(gam, active, new_sub, strict=True):
+            full = np.zeros_like(g)
+            full[a] = np.where(ns > prune_ratio * ns.max(), ns, 0.0)
+            new.append(full)
+        rel = np.linalg.norm(_outer(new) - _outer(gam)) / np.linalg.norm(_outer(gam))
+        gam = new
+        if rel <= tol:
+            break
+    return kronecker_posterior(factors, y, gam, noise_var)[0], gam
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("max_iter", [1, 5, 150])
+def test_svd_engine_matches_plain_reimplementation(max_iter, complex_):
+    rng = np.random.default_rng(3)
+    ns, ms = (9, 8, 7), (5, 6, 7)
+    factors = [_draw(rng, (m, n), complex_) for m, n in zip(ms, ns, strict=True)]
+    x = np.zeros(ns, dtype=complex if complex_ else float)
+    x[np.ix_([1, 4], [0, 6], [2, 3])] = _draw(rng, (2, 2, 2), complex_) + 2.0
+    y = _kron(factors) @ x.reshape(-1)
+    y = y + 0.02 * _draw(rng, y.size, complex_)
+    fit = fit_kronecker_sbl(factors, y, solver="svd", noise_var=4e-4, max_iter=max_iter)
+    ref_mean, ref_gam = _reference_svd_krosbl(factors, y, 4e-4, max_iter)
+    for got, ref in zip(fit.factor_gammas, ref_gam, strict=True):
+        np.testing.assert_array_equal(got > 0, ref > 0)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12 * ref.max())
+    np.testing.assert_allclose(fit.coef, ref_mean, rtol=1e-9, atol=1e-12 * np.abs(ref_mean).max())
+
+
 # ----------------------------------------------------------------------------------------------------
 # (5) Learned noise
 # ----------------------------------------------------------------------------------------------------
@@ -345,6 +425,38 @@ def test_swap_search_never_lowers_the_evidence(seed):
     plain = fit_kronecker_sbl(p.factors, p.y, solver="am")
     swapped = fit_kronecker_sbl(p.factors, p.y, solver="am", swap_rounds=2)
     assert swapped.log_evidence[-1] >= plain.log_evidence[-1]
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_best_swap_matches_brute_force_evidence(complex_):
+    # Every move scored by the public E-step on the full factors: the fast scoring (one eigendecomposition per
+    # move, the other factors' reused) must pick the same move.
+    rng = np.random.default_rng(5)
+    factors = [_draw(rng, (m, n), complex_) for m, n in ((4, 6), (5, 7), (3, 5))]
+    x = np.zeros((6, 7, 5), dtype=complex if complex_ else float)
+    x[np.ix_([0, 3], [1, 5], [2, 4])] = 1.5
+    y = _kron(factors) @ x.reshape(-1) + 0.05 * _draw(rng, 60, complex_)
+    base = [np.array([1.0, 0, 0, 0, 0.5, 0]), np.array([0, 1.0, 0, 0, 0, 0.7, 0]), np.array([0, 0, 2.0, 0, 1.0])]
+    result = KroneckerSBLPosterior(
+        coef=None, factor_gammas=base, gamma=None, active=None, posterior_var=None, noise_var=0.01,
+        log_evidence=None, n_iter=0, converged=True, solver="svd",
+    )  # fmt: skip
+    y_t = y.reshape(4, 5, 3)
+    best_ev, best = kronecker_posterior(factors, y, base, 0.01)[2], None
+    for i, g in enumerate(base):
+        for a in np.flatnonzero(g > 0):
+            for b in np.flatnonzero(g == 0):
+                moved = [v.copy() for v in base]
+                moved[i][b], moved[i][a] = g[a], 0.0
+                ev = kronecker_posterior(factors, y, moved, 0.01)[2]
+                if ev > best_ev:
+                    best_ev, best = ev, moved
+    assert best is not None
+    idx, gam, noise = _best_swap(factors, y_t, result, complex_)
+    assert noise == 0.01
+    for ix, g, ref in zip(idx, gam, best, strict=True):
+        np.testing.assert_array_equal(ix, np.flatnonzero(ref > 0))
+        np.testing.assert_array_equal(g, ref[ref > 0])
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True])

@@ -56,10 +56,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
+from scipy.linalg import lapack
 
 from probsparse._kron import check_factors_and_y
-from probsparse._kron import mode_products as _mode_products
 from probsparse._validation import (
     check_finite_array,
     check_finite_real,
@@ -67,6 +66,11 @@ from probsparse._validation import (
     check_positive_real,
 )
 from probsparse.inference.sbl.evidence import check_tol, combine_evidence
+from probsparse.kernels.kronecker_products import (
+    kron_eig_solve_unchecked,
+    kron_estep_unchecked,
+    kron_prune_change_unchecked,
+)
 
 __all__ = ["KroneckerSBLPosterior", "fit_kronecker_sbl", "kronecker_posterior"]
 
@@ -77,6 +81,10 @@ _DEFAULT_PRUNE = {"svd": 1e-3, "am": 1e-2, "ksbl": 1e-2}
 
 # Learned noise never goes below this fraction of the mean power of y.
 _NOISE_FLOOR = 1e-8
+
+_TINY = np.finfo(float).tiny
+
+_dsyevd, _zheevd, _dsyevr = lapack.dsyevd, lapack.zheevd, lapack.dsyevr
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,42 +108,102 @@ def _abs2(A: np.ndarray) -> np.ndarray:
     return (A * A.conj()).real if np.iscomplexobj(A) else A * A
 
 
+def _mode_products_right(rights, t: np.ndarray) -> np.ndarray:
+    r"""``(rights[0]^T ⊗ ... ⊗ rights[I-1]^T) vec(t)`` as a tensor; ``rights[i]`` of shape (Q_i, P_i).
+
+    Each step contracts the leading axis of ``t`` (Q_i, then the rest) with ``rights[i]`` into a
+    (rest, P_i) matrix whose C-order is that of the tensor with the new axis appended at the end, so after
+    I steps the axes are back in order. One BLAS product per factor: at the sizes of an EM iteration (a few
+    thousand entries) the per-call overhead of ``np.tensordot`` costs more than the arithmetic.
+    """
+    for R in rights:
+        t = t.reshape(R.shape[0], -1).T @ R
+    return t.reshape([R.shape[1] for R in rights])
+
+
+def _kron_flat(vectors) -> np.ndarray:
+    """``np.kron`` of 1-D vectors as a flat vector (the product of ``_outer``, raveled)."""
+    t = vectors[0]
+    for v in vectors[1:]:
+        t = (t[:, None] * v).reshape(-1)
+    return t
+
+
+def _gram(A: np.ndarray, g: np.ndarray, is_complex: bool) -> np.ndarray:
+    r""":math:`A \operatorname{diag}(g) A^H` (exactly Hermitian: a rank-k update of :math:`A g^{1/2}`)."""
+    W = A * np.sqrt(g)
+    return W @ W.conj().T if is_complex else W @ W.T
+
+
+def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a small Hermitian matrix (upper triangle read).
+
+    LAPACK's divide-and-conquer driver is called directly: for the M_i x M_i matrices of the E-step the
+    checks of ``scipy.linalg.eigh`` / ``np.linalg.eigh`` take longer than the decomposition itself.
+    """
+    if np.iscomplexobj(G):
+        p, U, info = _zheevd(G, overwrite_a=1)
+    else:
+        p, U, info = _dsyevd(G, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"eigendecomposition did not converge (LAPACK info = {info})")
+    return p, U
+
+
+def _top_eigvec(G: np.ndarray) -> np.ndarray:
+    """Eigenvector of the largest eigenvalue of a small real symmetric matrix (upper triangle read).
+
+    LAPACK's MRRR driver computes that one eigenpair only (about 2/3 of the time of a full decomposition
+    at the sizes of the M-step).
+    """
+    n = G.shape[0]
+    _, v, _, _, info = _dsyevr(G, range="I", il=n, iu=n, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"eigendecomposition did not converge (LAPACK info = {info})")
+    return v[:, 0]
+
+
 @dataclass
 class _KronStats:
     """E-step results on the current Kronecker support (tensors of shape (l_1, ..., l_I))."""
 
     mean: np.ndarray
     sigma_diag: np.ndarray
+    second_moment: np.ndarray  # Λ = Σ_nn + |μ_n|^2, floored at 1e-30 max Λ
+    top: float  # max Λ before the floor (NaN if some entry is NaN)
     sum_well: float  # sum_n (1 - Sigma_nn / gamma_n)
     resid2: float  # ||y - H mu||^2
     log_evidence: float
 
 
-def _estep(factors, y_t: np.ndarray, gammas, noise_var: float, is_complex: bool) -> _KronStats:
-    """Kronecker E-step (inputs validated; ``y_t`` of shape (M_1, ..., M_I); gammas >= 0)."""
-    Us, ps, AUs = [], [], []
-    for A, g in zip(factors, gammas, strict=True):
-        G = (A * g) @ _ct(A)
-        G = 0.5 * (G + _ct(G))
-        p, U = linalg.eigh(G, check_finite=False)
-        Us.append(U)
-        ps.append(np.maximum(p, 0.0))  # A Γ A^H is PSD: negative eigenvalues are rounding
-        AUs.append(_ct(A) @ U)  # A_i^H U_i, (N_i, M_i)
-    P = _outer(ps)
-    d = 1.0 / (noise_var + P)
-    z = _mode_products([_ct(U) for U in Us], y_t)
-    dz = d * z
-    mean = _mode_products([g[:, None] * AU for g, AU in zip(gammas, AUs, strict=True)], dz)
-    Q = _mode_products([_abs2(AU) for AU in AUs], d)  # h_n^H C^{-1} h_n
-    g_t = _outer(gammas)
-    sigma_diag = np.maximum(g_t - g_t * g_t * Q, 0.0)
-    z2 = _abs2(z)
-    logdet = float(np.sum(np.log(noise_var + P)))
-    quad = float(np.sum(d * z2))
-    resid2 = noise_var**2 * float(np.sum(d * d * z2))
-    sum_well = float(np.sum(P * d))
-    logev = combine_evidence(z.size, 1, is_complex, logdet, quad)
-    return _KronStats(mean=mean, sigma_diag=sigma_diag, sum_well=sum_well, resid2=resid2, log_evidence=logev)
+def _estep(factors, y_t: np.ndarray, gammas, noise_var: float, is_complex: bool, factors_h=None) -> _KronStats:
+    """Kronecker E-step (inputs validated; ``y_t`` of shape (M_1, ..., M_I); gammas >= 0).
+
+    ``factors_h``: the conjugate transposes :math:`A_i^H` as C-contiguous arrays, when the caller keeps them
+    (the EM loop does; its factors are then C-contiguous, writeable copies too). The work is one compiled call
+    (:func:`probsparse.kernels.kron_estep`): eigendecompositions, mode products and elementwise passes.
+    """
+    if factors_h is None:
+        # One memory layout for every factor: the compiled E-step takes them as a homogeneous tuple.
+        factors = [np.require(A, requirements="CW") for A in factors]
+        factors_h = [np.ascontiguousarray(_ct(A)) for A in factors]
+    mean, sigma_diag, lam, top, _, logdet, quad, dz2, sum_well = kron_estep_unchecked(
+        tuple(factors),
+        tuple(factors_h),
+        tuple(np.ascontiguousarray(g) for g in gammas),
+        y_t.reshape(-1),
+        noise_var,
+    )
+    shape = tuple(g.size for g in gammas)
+    return _KronStats(
+        mean=mean.reshape(shape),
+        sigma_diag=sigma_diag.reshape(shape),
+        second_moment=lam.reshape(shape),
+        top=float(top),
+        sum_well=float(sum_well),
+        resid2=noise_var**2 * float(dz2),
+        log_evidence=combine_evidence(y_t.size, 1, is_complex, float(logdet), float(quad)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -277,14 +345,19 @@ def _sweep_until_stable(lam, gammas, sweep, inner_tol, inner_max_iter, trace=Non
 
 
 def _svd_mstep(lam: np.ndarray) -> list:
-    """SVD-KroSBL M-step: sequential rank-one fit of Λ through the leading singular triplets of unfoldings."""
+    """SVD-KroSBL M-step: sequential rank-one fit of Λ through the leading singular triplets of unfoldings.
+
+    The leading left singular vector u of an unfolding R is the top eigenvector of R R^T (l_i x l_i), and
+    u^T R = s v^T; an eigenvector of the small Gram matrix costs a fraction of a full SVD of R, and the top
+    singular pair is as accurate through it as through the SVD (its error scales with the gap s_1^2 - s_2^2).
+    """
     shape = lam.shape
     gammas = []
     R = lam.reshape(shape[0], -1)
     for i in range(len(shape) - 1):
-        u, s, vh = np.linalg.svd(R, full_matrices=False)
-        gammas.append(np.abs(u[:, 0]))
-        rest = s[0] * vh[0]
+        u = _top_eigvec(R @ R.T)
+        gammas.append(np.abs(u))
+        rest = u @ R
         if i + 1 < len(shape) - 1:
             R = rest.reshape(shape[i + 1], -1)
         else:
@@ -493,7 +566,7 @@ def fit_kronecker_sbl(
 
     result = run()
     for _ in range(int(swap_rounds)):
-        moved = _best_swap(factors, y_t, result)
+        moved = _best_swap(factors, y_t, result, is_complex)
         if moved is None:
             break
         restarted = run(init=moved)
@@ -503,22 +576,47 @@ def fit_kronecker_sbl(
     return result
 
 
-def _best_swap(factors, y_t, result):
-    """``(idx, gammas, noise_var)`` after the one-entry move that most raises the evidence, or None."""
+def _best_swap(factors, y_t, result, is_complex):
+    """``(idx, gammas, noise_var)`` after the one-entry move that most raises the evidence, or None.
+
+    A move changes one factor's variances only, so the evidence of every move of factor ``i`` reuses the
+    other factors' eigendecompositions: y is rotated by them once per factor, and each move costs one
+    M_i x M_i eigendecomposition, one product and one pass over the M̄ entries (no posterior is formed).
+    """
     base = [g.copy() for g in result.factor_gammas]
-    best_ev, best = kronecker_posterior(factors, y_t, base, result.noise_var)[2], None
-    for i, g in enumerate(base):
+    noise_var = result.noise_var
+    m_bar = y_t.size
+    d = np.empty(m_bar)
+    dz = np.empty(m_bar, dtype=y_t.dtype)
+    eigs = [_eigh(_gram(A, g, is_complex)) for A, g in zip(factors, base, strict=True)]
+    ps = [np.maximum(p, 0.0) for p, _ in eigs]
+    rot = [U.conj() if is_complex else U for _, U in eigs]
+
+    def evidence(A, g, t, p_rest):
+        p, U = _eigh(_gram(A, g, is_complex))
+        z = _ct(U) @ t  # (M_i, rest): factor i's axis first, the others in order
+        logdet, quad, _, _ = kron_eig_solve_unchecked(np.maximum(p, 0.0), p_rest, z.reshape(-1), noise_var, d, dz)
+        return combine_evidence(m_bar, 1, is_complex, logdet, quad)
+
+    best_ev, best = None, None
+    for i, (A, g) in enumerate(zip(factors, base, strict=True)):
+        # y rotated by every factor but i, with factor i's axis moved first.
+        rights = [np.eye(A.shape[0]) if k == i else r for k, r in enumerate(rot)]
+        t = np.moveaxis(_mode_products_right(rights, y_t), i, 0).reshape(A.shape[0], -1)
+        p_rest = _kron_flat([p for k, p in enumerate(ps) if k != i])
+        if best_ev is None:
+            best_ev = evidence(A, g, t, p_rest)
         for a in np.flatnonzero(g > 0):
-            for b in np.flatnonzero((g == 0) & (np.sum(_abs2(factors[i]), axis=0) > 0)):
-                moved = [x.copy() for x in base]
-                moved[i][b], moved[i][a] = g[a], 0.0
-                evidence = kronecker_posterior(factors, y_t, moved, result.noise_var)[2]
-                if evidence > best_ev:
-                    best_ev, best = evidence, moved
+            for b in np.flatnonzero((g == 0) & (np.sum(_abs2(A), axis=0) > 0)):
+                moved = g.copy()
+                moved[b], moved[a] = g[a], 0.0
+                ev = evidence(A, moved, t, p_rest)
+                if ev > best_ev:
+                    best_ev, best = ev, [moved if k == i else x.copy() for k, x in enumerate(base)]
     if best is None:
         return None
     idx = [np.flatnonzero(g > 0) for g in best]
-    return idx, [g[ix] for g, ix in zip(best, idx, strict=True)], result.noise_var
+    return idx, [g[ix] for g, ix in zip(best, idx, strict=True)], noise_var
 
 
 def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_iter, tol, solver, init=None):
@@ -528,6 +626,7 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
     ``init``: ``(idx, gammas, noise_var)`` to start from instead of the default broad start.
     """
     n_factors = len(factors)
+    ratios = np.asarray(prune_ratios, dtype=np.float64)
     m_bar = y_t.size
     y2 = float(np.sum(_abs2(y_t)))
     y_power = y2 / m_bar if y2 > 0 else 1.0
@@ -542,43 +641,43 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
         sigma2 = start_noise if learn_noise else sigma2
 
     def sub(i):
-        return factors[i][:, idx[i]]
+        # A C-contiguous, writeable copy: the compiled E-step takes the factors as one homogeneous tuple.
+        return np.ascontiguousarray(factors[i][:, idx[i]])
 
     trace: list[float] = []
     converged = False
     n_iter = 0
     empty = any(g.size == 0 for g in gam)
     sub_factors = [sub(i) for i in range(n_factors)]
+    sub_h = [np.ascontiguousarray(_ct(A)) for A in sub_factors]
     if not empty:
-        stats = _estep(sub_factors, y_t, gam, sigma2, is_complex)
+        stats = _estep(sub_factors, y_t, gam, sigma2, is_complex, sub_h)
         for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
-            lam = stats.sigma_diag + _abs2(stats.mean)
-            lam = np.maximum(lam, 1e-30 * float(lam.max()) if lam.size else 0.0)
-            if not np.any(lam > 0):
+            if not stats.top > 0:  # Λ >= 0: no positive second moment (or a NaN)
                 break
+            lam = stats.second_moment
             new = mstep(lam, gam, idx)
             new_sigma2 = sigma2
             if learn_noise:
                 new_sigma2 = max((stats.resid2 + sigma2 * stats.sum_well) / m_bar, noise_floor)
 
-            # Relative change of the Kronecker vector on the old support (pruned entries become 0).
-            old_t = _outer(gam)
-            keeps = []
-            for g, ratio in zip(new, prune_ratios, strict=True):
-                top = float(g.max())
-                keeps.append(g > ratio * top if top > 0 else np.zeros(g.size, dtype=bool))
-            new_t = _outer([np.where(k, g, 0.0) for g, k in zip(new, keeps, strict=True)])
-            rel = float(np.linalg.norm(new_t - old_t)) / max(float(np.linalg.norm(old_t)), np.finfo(float).tiny)
+            # Pruning, and the relative change of the Kronecker vector on the old support (pruned entries 0).
+            new = [np.ascontiguousarray(g, dtype=np.float64) for g in new]
+            keeps, n_kept, change, old_norm = kron_prune_change_unchecked(tuple(gam), tuple(new), ratios)
+            pruned = [int(c) < g.size for c, g in zip(n_kept, new, strict=True)]
+            rel = change / max(old_norm, _TINY)
             noise_rel = abs(new_sigma2 - sigma2) / sigma2
 
-            idx = [ix[k] for ix, k in zip(idx, keeps, strict=True)]
-            gam = [g[k] for g, k in zip(new, keeps, strict=True)]
+            idx = [ix[k] if cut else ix for ix, k, cut in zip(idx, keeps, pruned, strict=True)]
+            gam = [g[k] if cut else g for g, k, cut in zip(new, keeps, pruned, strict=True)]
             sigma2 = new_sigma2
             if any(g.size == 0 for g in gam):
                 empty = True
                 break
-            sub_factors = [sub(i) for i in range(n_factors)]
-            stats = _estep(sub_factors, y_t, gam, sigma2, is_complex)
+            if any(pruned):
+                sub_factors = [sub(i) for i in range(n_factors)]
+                sub_h = [np.ascontiguousarray(_ct(A)) for A in sub_factors]
+            stats = _estep(sub_factors, y_t, gam, sigma2, is_complex, sub_h)
             trace.append(stats.log_evidence)
             if rel <= tol and noise_rel <= tol:
                 converged = True
