@@ -130,6 +130,11 @@ class _LogNormalKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, loc, log_std, density, nodes, weights):
         std = log_std.exp()
+        if nodes is None:  # one reparameterised draw: the weights are 1 and the node is the draw itself
+            nodes = torch.randn_like(loc)
+            value, slope = density(torch.addcmul(loc, std, nodes))
+            ctx.save_for_backward(slope, torch.mul(slope, nodes).mul_(std))
+            return -(value.sum() + log_std.sum()) - 0.5 * _LOG_2PI_E * loc.numel()
         value, slope = density(loc + std * nodes)
         expected = (weights * value).sum(0)
         weighted_slope = weights * slope
@@ -144,7 +149,7 @@ class _LogNormalKL(torch.autograd.Function):
         return -grad * slope_loc, -grad * (1.0 + slope_std), None, None, None
 
 
-def log_normal_kl(loc, log_std, density, nodes, weights) -> torch.Tensor:
+def log_normal_kl(loc, log_std, density, nodes=None, weights=None) -> torch.Tensor:
     r"""Quadrature estimate of :math:`\sum_k -\mathbb H[q_k] - E_{q_k}[f(u)]` for Gaussian :math:`q_k`.
 
     With :math:`f(u) = \log p(e^u) + u` the log density of :math:`u = \log\phi` under the prior of
@@ -159,8 +164,10 @@ def log_normal_kl(loc, log_std, density, nodes, weights) -> torch.Tensor:
         :math:`m` and :math:`\ell`, the same shape.
     density : callable
         ``u -> (f(u), f'(u))``, elementwise.
-    nodes, weights : torch.Tensor
-        Quadrature nodes :math:`x_j` and weights :math:`w_j`, shaped ``(K,) + (1,) * loc.dim()``.
+    nodes, weights : torch.Tensor, optional
+        Quadrature nodes :math:`x_j` and weights :math:`w_j`, shaped ``(K,) + (1,) * loc.dim()``. Without them,
+        one reparameterised draw :math:`x \sim \mathcal N(0, 1)` per entry: an unbiased estimate, for variables too
+        large for the quadrature.
     """
     return _LogNormalKL.apply(loc, log_std, density, nodes, weights)
 

@@ -180,49 +180,63 @@ def _log_density_of_log(prior, u: torch.Tensor) -> torch.Tensor:
     return prior.log_prob(u.exp()) + u
 
 
+class _HalfCauchyLogDensity:
+    r""":math:`u \mapsto (\log p(e^u) + u, \text{its slope})` for :math:`p = \mathcal C^+(0, c)`."""
+
+    def __init__(self, scale: torch.Tensor):
+        self.log_scale = scale.log()
+        self.const = math.log(2.0 / math.pi) - self.log_scale
+
+    def __call__(self, u):
+        z = torch.sub(u, self.log_scale).mul_(2.0)
+        value = F.softplus(z).neg_().add_(u).add_(self.const)
+        return value, z.sigmoid_().mul_(-2.0).add_(1.0)
+
+
+class _GammaLogDensity:
+    """The same for a Gamma (``sign=1``) or inverse-Gamma (``sign=-1``) prior with concentration a, rate b."""
+
+    def __init__(self, concentration: torch.Tensor, rate: torch.Tensor, sign: float):
+        self.a, self.b, self.sign = concentration, rate, sign
+        self.const = concentration * rate.log() - torch.lgamma(concentration)
+
+    def __call__(self, u):
+        tail = self.b * torch.exp(self.sign * u)
+        return self.const + self.sign * self.a * u - tail, self.sign * (self.a - tail)
+
+
 def _log_density_of_log_with_slope(prior):
     """``u -> (log p(e^u) + u, its derivative in u)`` in closed form, or None where there is none here.
 
     Only for priors whose own parameters are constants: the hand-written gradient of the KL
-    (:func:`~probsparse.nn._autograd.log_normal_kl`) does not reach them.
+    (:func:`~probsparse.nn._autograd.log_normal_kl`) does not reach them. The function works in place on its
+    temporaries, so it is for evaluation without autograd (as there).
     """
     if isinstance(prior, torch.distributions.HalfCauchy) and not prior.scale.requires_grad:
-        log_scale = prior.scale.log()
-        const = math.log(2.0 / math.pi) - log_scale
-
-        def half_cauchy(u):
-            z = 2.0 * (u - log_scale)
-            return const + u - F.softplus(z), 1.0 - 2.0 * torch.sigmoid(z)
-
-        return half_cauchy
+        return _HalfCauchyLogDensity(prior.scale)
     gamma_types = (torch.distributions.InverseGamma, torch.distributions.Gamma)
     if isinstance(prior, gamma_types) and not (prior.concentration.requires_grad or prior.rate.requires_grad):
-        a, b = prior.concentration, prior.rate
         sign = -1.0 if isinstance(prior, torch.distributions.InverseGamma) else 1.0
-        const = a * b.log() - torch.lgamma(a)
-
-        def gamma_family(u):
-            tail = b * torch.exp(sign * u)
-            return const + sign * a * u - tail, sign * (a - tail)
-
-        return gamma_family
+        return _GammaLogDensity(prior.concentration, prior.rate, sign)
     return None
 
 
-def _scale_variables_kl(priors, locs, log_stds) -> torch.Tensor | float:
+def _scale_variables_kl(priors, densities, locs, log_stds) -> torch.Tensor | float:
     r"""Sum over the scale variables of :math:`\mathrm{KL}(q(\phi_k) \,\|\, p_k(\phi_k))`, log-normal :math:`q`.
 
     By 10-point Gauss-Hermite quadrature per entry, or one reparameterised draw for variables with more than
-    4096 entries; variables whose prior is ``None`` (type-II point estimates) have no KL.
+    4096 entries; variables whose prior is ``None`` (type-II point estimates) have no KL. ``densities`` holds
+    :func:`_log_density_of_log_with_slope` of each prior (built once per layer: it precomputes the prior's constants).
     """
     kl = 0.0
     for key, p in priors.items():
         if p is None:
             continue
         loc, log_std = locs[key], log_stds[key]
-        density = _log_density_of_log_with_slope(p)
-        if loc.numel() <= _QUADRATURE_MAX_ENTRIES and density is not None:
-            kl = kl + log_normal_kl(loc, log_std, density, *_hermite_rule(loc.dtype, loc.dim()))
+        density = densities[key]
+        if density is not None:
+            quadrature = _hermite_rule(loc.dtype, loc.dim()) if loc.numel() <= _QUADRATURE_MAX_ENTRIES else ()
+            kl = kl + log_normal_kl(loc, log_std, density, *quadrature)
             continue
         std = log_std.exp()
         if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
@@ -312,6 +326,7 @@ class ScaleMixtureFamily(WeightFamily):
             self._priors = prior.scale_distributions(self.shape, zero)
         finally:
             torch.distributions.Distribution.set_default_validate_args(previous)
+        self._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in self._priors.items()}
         self.scale_loc = nn.ParameterDict()
         self.scale_log_std = nn.ParameterDict()
         init_std = math.exp(init_log_std)
@@ -371,7 +386,8 @@ class ScaleMixtureFamily(WeightFamily):
         return (mean, var, s, None) if along == "input" else (mean, var, None, s)
 
     def kl(self):
-        return self.theta.kl_normal(self.unit) + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
+        scales_kl = _scale_variables_kl(self._priors, self._densities, self.scale_loc, self.scale_log_std)
+        return self.theta.kl_normal(self.unit) + scales_kl
 
     @torch.no_grad()
     def posterior_moments(self):
@@ -447,6 +463,7 @@ class CentredScaleMixtureFamily(WeightFamily):
             self._priors = prior.scale_distributions(self.shape, zero)
         finally:
             torch.distributions.Distribution.set_default_validate_args(previous)
+        self._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in self._priors.items()}
         self._exponents = dict(prior.scale_exponents)
         self.scale_loc = nn.ParameterDict()
         self.scale_log_std = nn.ParameterDict()
@@ -466,12 +483,14 @@ class CentredScaleMixtureFamily(WeightFamily):
         numel = self.shape.numel()
         total_log_s = numel * self._log_c
         log_precision = torch.full((1,) * len(self.shape), -2.0 * self._log_c, dtype=self.theta.mean.dtype)
-        for key, p in self._exponents.items():
+        # Smallest variables first: terms the size of the weight (per-weight scales) are added last, in place of
+        # broadcasting every small term up to it.
+        for key, p in sorted(self._exponents.items(), key=lambda item: self.scale_loc[item[0]].numel()):
             loc = self.scale_loc[key]
             total_log_s = total_log_s + p * loc.sum() * (numel // loc.numel())
-            log_precision = log_precision - 2.0 * p * loc
+            log_precision = torch.add(log_precision, loc, alpha=-2.0 * p)
             if key in self.scale_log_std:
-                log_precision = log_precision + 2.0 * p**2 * exp_twice(self.scale_log_std[key])
+                log_precision = torch.add(log_precision, exp_twice(self.scale_log_std[key]), alpha=2.0 * p**2)
         return total_log_s, log_precision
 
     def sample_factors(self, batch_shape=()):
@@ -480,7 +499,7 @@ class CentredScaleMixtureFamily(WeightFamily):
     def kl(self):
         total_log_s, log_precision = self._log_scale_moments()
         weights_kl = self.theta.kl_scaled_normal(log_precision) + total_log_s
-        return weights_kl + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
+        return weights_kl + _scale_variables_kl(self._priors, self._densities, self.scale_loc, self.scale_log_std)
 
     @torch.no_grad()
     def posterior_moments(self):

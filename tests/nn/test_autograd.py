@@ -87,6 +87,29 @@ def test_log_normal_kl_matches_autograd_on_the_quadrature(prior):
     assert torch.autograd.gradcheck(lambda m, s: log_normal_kl(m, s, density, nodes, weights), (loc, log_std))
 
 
+def test_log_normal_kl_with_one_draw_matches_autograd_on_the_same_draw():
+    prior = torch.distributions.HalfCauchy(torch.tensor(0.3, dtype=DOUBLE))
+    loc, log_std = _leaf(3, 5, seed=16), _leaf(3, 5, scale=0.3, shift=-0.5, seed=17)
+    density = _log_density_of_log_with_slope(prior)
+
+    def one_draw(loc, log_std):
+        with torch.random.fork_rng():
+            torch.manual_seed(4)
+            return log_normal_kl(loc, log_std, density)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        eps = torch.randn(3, 5, dtype=DOUBLE)
+    u = loc + log_std.exp() * eps
+    reference = -(_log_density_of_log(prior, u) + 0.5 * math.log(2 * math.pi * math.e) + log_std).sum()
+    torch.testing.assert_close(one_draw(loc, log_std), reference)
+    got = torch.autograd.grad(one_draw(loc, log_std), (loc, log_std))
+    want = torch.autograd.grad(reference, (loc, log_std))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    assert torch.autograd.gradcheck(one_draw, (loc, log_std))
+
+
 def test_log_normal_kl_is_the_kl_of_the_log_normal_to_an_inverse_gamma():
     # KL(LogNormal(m, s) || InvGamma(a, b)) by Monte Carlo in float64, against the 10-point quadrature.
     a, b, m, s = 3.0, 2.0, 0.2, 0.4
