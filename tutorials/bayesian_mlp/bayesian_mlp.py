@@ -57,13 +57,18 @@ print(f"{len(X_train)} training / {len(X_test)} test images of {n_in} pixels")
 
 # %% [markdown]
 # ## 2. Define: a group horseshoe on every layer
-# `bayesianize` swaps each `nn.Linear` for a `BayesianLinear` whose weights are
-# w_ij = τ λ_j θ_ij: a half-Cauchy global scale τ, a half-Cauchy scale λ_j per *input* neuron j, and a unit
-# Gaussian θ. Its variational family is Gaussian on θ and log-normal on τ, λ; the forward pass uses local
-# reparameterisation (two matrix products, noise per example).
+# `bayesianize` swaps each `nn.Linear` for a `BayesianLinear` whose weights have the prior
+# w_ij ~ N(0, (τ λ_j η_ij)²): a half-Cauchy global scale τ, a half-Cauchy scale λ_j per *input* neuron j (the
+# group: a shrunk λ_j removes the neuron) and, with `weight_scales=True`, a half-Cauchy scale η_ij per weight, so
+# that the weights of a kept neuron that the data do not support shrink too. The variational family is the
+# *centred* one: Gaussian weights and log-normal scales, independent, the scales entering only the KL (closed
+# form in the weights). The forward pass is local reparameterisation (two matrix products, noise per example).
+# Without the per-weight scales, or with the non-centred family (w = τ λ_j θ_ij), the unsupported weights keep
+# their group's prior spread and the network predicts worse: on MNIST after 20 epochs, 2.4 % and 3.2 % test
+# error against 1.9 % here (`benchmarks/BASELINES.md`, `svi`).
 
 # %%
-bnet = bayesianize(net, GroupHorseshoe(groups="input"))
+bnet = bayesianize(net, GroupHorseshoe(groups="input", weight_scales=True), parameterisation="centred")
 print(bnet[0])
 
 # %% [markdown]
