@@ -217,7 +217,9 @@ def throughput_part(quick: bool) -> tuple[list[dict], dict]:
     autonormal = step_time_autonormal(n_steps=max(20, n_steps // 2))
     n_batches = n_steps // 2
     probsparse_steps = {
-        "group_horseshoe": step_time_probsparse(GroupHorseshoe(**MNIST_PRIOR), n_batches=n_batches, **MNIST_LAYERS),
+        "group_horseshoe_mnist": step_time_probsparse(
+            GroupHorseshoe(**MNIST_PRIOR), n_batches=n_batches, **MNIST_LAYERS
+        ),
         "group_horseshoe_centred": step_time_probsparse(
             GroupHorseshoe(groups="input"), n_batches=n_batches, parameterisation="centred"
         ),
@@ -237,13 +239,16 @@ def throughput_part(quick: bool) -> tuple[list[dict], dict]:
     ]
     for row in rows:
         row["ratio_vs_torch"] = row["step_ms"] / (1e3 * torch_fused)
-    ghs = probsparse_steps["group_horseshoe"]
+    # The step-time target is on the plain group horseshoe (one scale per input neuron); the part-3 network also
+    # carries a scale per weight, which doubles the weight-sized parameters and their elementwise work.
+    ghs = probsparse_steps["group_horseshoe_centred"]
     summary = {
         "step_ratio_vs_torch": ghs / torch_fused,
         "step_ratio_vs_torch_default_adam": ghs / torch_default,
         "step_ratio_vs_autonormal": ghs / autonormal,
         "autonormal_ratio_vs_torch": autonormal / torch_fused,
         "step_ratio_vs_torch_noncentred": probsparse_steps["group_horseshoe_noncentred"] / torch_fused,
+        "step_ratio_vs_torch_mnist_network": probsparse_steps["group_horseshoe_mnist"] / torch_fused,
     }
     return rows, summary
 

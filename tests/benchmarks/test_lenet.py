@@ -8,8 +8,18 @@ from benchmarks import lenet
 def test_throughput_part_reports_every_ratio(monkeypatch):
     monkeypatch.setattr(lenet, "step_time_autonormal", lambda **kw: 0.004)  # Pyro's network is timed elsewhere
     rows, summary = lenet.throughput_part(quick=True)
-    assert {r["network"] for r in rows} >= {"torch (fused Adam)", "pyro AutoNormal", "probsparse group_horseshoe"}
-    for key in ("step_ratio_vs_torch", "step_ratio_vs_torch_default_adam", "step_ratio_vs_autonormal"):
+    assert {r["network"] for r in rows} >= {
+        "torch (fused Adam)",
+        "pyro AutoNormal",
+        "probsparse group_horseshoe_centred",
+        "probsparse group_horseshoe_mnist",
+    }
+    for key in (
+        "step_ratio_vs_torch",
+        "step_ratio_vs_torch_default_adam",
+        "step_ratio_vs_autonormal",
+        "step_ratio_vs_torch_mnist_network",
+    ):
         assert math.isfinite(summary[key]) and summary[key] > 0
     torch_row = next(r for r in rows if r["network"] == "torch (fused Adam)")
     assert torch_row["ratio_vs_torch"] == 1.0
