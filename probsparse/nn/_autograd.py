@@ -89,7 +89,7 @@ class _GaussianKLToScaledNormal(torch.autograd.Function):
         if var is None:
             var = torch.mul(log_std, 2.0).exp_()
         precision = log_precision.exp()
-        second_moment = (var + mean * mean).sum_to_size(log_precision.shape)
+        second_moment = torch.addcmul(var, mean, mean).sum_to_size(log_precision.shape)
         kl = 0.5 * (second_moment * precision).sum() - log_std.sum() - 0.5 * mean.numel()
         ctx.save_for_backward(mean, var, precision, second_moment)
         return kl
