@@ -318,23 +318,8 @@ class ScaleMixtureFamily(WeightFamily):
     def __init__(self, prior, shape, init_weight, init_log_std):
         super().__init__(prior, shape)
         zero = torch.zeros((), dtype=init_weight.dtype)
-        # Built without argument validation: the KL evaluates their log densities at every step, where the
-        # support checks would cost more than the densities (the quadrature points are positive by construction).
-        previous = torch.distributions.Distribution._validate_args
-        torch.distributions.Distribution.set_default_validate_args(False)
-        try:
-            self._priors = prior.scale_distributions(self.shape, zero)
-        finally:
-            torch.distributions.Distribution.set_default_validate_args(previous)
-        self._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in self._priors.items()}
-        self.scale_loc = nn.ParameterDict()
-        self.scale_log_std = nn.ParameterDict()
+        _add_scale_variables(self, prior, zero, init_log_std)
         init_std = math.exp(init_log_std)
-        for key, p in self._priors.items():
-            var_shape = _scale_variable_shape(self.shape, prior, p)
-            self.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
-            if p is not None:
-                self.scale_log_std[key] = nn.Parameter(torch.full(var_shape, math.log(init_std), dtype=zero.dtype))
         with torch.no_grad():
             # Every scale variable starts at 1 (the median of the unit half-Cauchy), so the weights' prior
             # starts wide and the hierarchy shrinks what the data do not support. Starting the scales at the
@@ -448,8 +433,8 @@ class CentredScaleMixtureFamily(WeightFamily):
 
     and the scales' own terms are those of :class:`ScaleMixtureFamily`.
 
-    Against the non-centred family (:math:`w = s\theta`): a step costs what a Gaussian prior's does (no
-    scale draws, no scale folding), and the weights' noise is not multiplied by the scales' noise; but the
+    Against the non-centred family (:math:`w = s\theta`): the forward pass has no scale draws and no scale
+    folding, and the weights' noise is not multiplied by the scales' noise; but the
     posterior cannot correlate a weight with its scale, so a weight does not shrink "with" its group within
     one draw. Select it with ``parameterisation="centred"`` on the layer or in :func:`~probsparse.nn.bayesianize`.
     """
@@ -457,22 +442,9 @@ class CentredScaleMixtureFamily(WeightFamily):
     def __init__(self, prior, shape, init_weight, init_log_std):
         super().__init__(prior, shape)
         zero = torch.zeros((), dtype=init_weight.dtype)
-        previous = torch.distributions.Distribution._validate_args
-        torch.distributions.Distribution.set_default_validate_args(False)
-        try:
-            self._priors = prior.scale_distributions(self.shape, zero)
-        finally:
-            torch.distributions.Distribution.set_default_validate_args(previous)
-        self._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in self._priors.items()}
+        _add_scale_variables(self, prior, zero, init_log_std)
         self._exponents = dict(prior.scale_exponents)
-        self.scale_loc = nn.ParameterDict()
-        self.scale_log_std = nn.ParameterDict()
         init_std = math.exp(init_log_std)
-        for key, p in self._priors.items():
-            var_shape = _scale_variable_shape(self.shape, prior, p)
-            self.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
-            if p is not None:
-                self.scale_log_std[key] = nn.Parameter(torch.full(var_shape, math.log(init_std), dtype=zero.dtype))
         with torch.no_grad():  # c: the effective scale with every scale variable at 1
             ones = {k: torch.ones_like(v) for k, v in self.scale_loc.items()}
             self._log_c = math.log(float(torch.as_tensor(prior.effective_scale(ones)).mean()))
@@ -509,10 +481,31 @@ class CentredScaleMixtureFamily(WeightFamily):
         return self.theta.mean
 
 
-def _scale_variable_shape(shape, prior, p) -> torch.Size:
-    if p is None:  # type-II variance: one per weight or group, as the prior declares
-        return group_shape(shape, getattr(prior, "groups", None))
-    return p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(shape))
+def _add_scale_variables(family, prior, zero, init_log_std) -> None:
+    """Give ``family`` the prior's scale distributions and a log-normal posterior per scale variable.
+
+    Sets ``_priors``, ``_densities`` and the parameters ``scale_loc`` (every scale starting at 1) and
+    ``scale_log_std`` (none for a type-II point estimate, whose prior is ``None``).
+    """
+    # Built without argument validation: the KL evaluates their log densities at every step, where the
+    # support checks would cost more than the densities (the quadrature points are positive by construction).
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        family._priors = prior.scale_distributions(family.shape, zero)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+    family._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in family._priors.items()}
+    family.scale_loc = nn.ParameterDict()
+    family.scale_log_std = nn.ParameterDict()
+    for key, p in family._priors.items():
+        if p is None:  # type-II variance: one per weight or group, as the prior declares
+            var_shape = group_shape(family.shape, getattr(prior, "groups", None))
+        else:
+            var_shape = p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(family.shape))
+        family.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
+        if p is not None:
+            family.scale_log_std[key] = nn.Parameter(torch.full(var_shape, float(init_log_std), dtype=zero.dtype))
 
 
 @register_family(SpikeAndSlab)
