@@ -60,6 +60,7 @@ def test_tiny_quick_run_gives_every_summary_key(monkeypatch):
         datasets=["syn-t"],
         steps=3,
         svgp_steps=3,
+        dkm_steps=3,
         n_syn=60,
         fs_n=40,
         fs_steps=3,

@@ -32,7 +32,7 @@ from gpytorch.kernels import Kernel
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, check_positive, check_same_width
-from ._training import adam_fit, relative_change
+from ._training import fit_loop, relative_change
 
 __all__ = ["ScaleMixtureGPClassifier", "expected_gaussian_kl", "inverse_gamma_kl"]
 
@@ -279,8 +279,24 @@ class ScaleMixtureGPClassifier(torch.nn.Module):
         ell = torch.log_softmax(f, -1).gather(-1, y.view(1, -1, 1).expand(f.shape[0], -1, 1)).mean(0).sum()
         return ell * (n / x.shape[0]) - self.kl_terms()
 
-    def fit(self, num_steps: int = 500, lr: float = 0.02, *, batch_size: int | None = 256, tol: float = 1e-2):
-        """Maximise the bound with Adam on minibatches (``batch_size=None``: full batch)."""
+    def fit(
+        self,
+        num_steps: int = 500,
+        lr: float = 0.02,
+        *,
+        batch_size: int | None = 256,
+        tol: float = 1e-2,
+        schedule: str = "cosine",
+        min_steps: int = 100,
+    ):
+        r"""Maximise the bound with Adam on minibatches (``batch_size=None``: full batch).
+
+        The learning rate decays from ``lr`` to ``lr/100`` along a cosine over ``num_steps`` by default
+        (``schedule="constant"`` keeps it fixed). The loss is stochastic (Monte Carlo draws, and minibatches),
+        so convergence is judged on a least-squares line through the last 10 % of the losses: ``converged_``
+        is true when its relative change over that window is below ``tol``; the fit stops there (after at
+        least ``min_steps``) (:func:`~probsparse.models.gp._training.relative_change` with ``smooth=True``).
+        """
         n = self.train_x.shape[0]
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
         if batch_size is not None:
@@ -292,9 +308,11 @@ class ScaleMixtureGPClassifier(torch.nn.Module):
             idx = torch.randint(0, n, (batch_size,), generator=gen)
             return -self.elbo(self.train_x[idx], self.train_y[idx], num_data=n) / n
 
-        self.losses_ = adam_fit(loss_fn, self.parameters(), num_steps, lr)
-        self.relative_change_ = relative_change(self.losses_)
-        self.converged_ = self.relative_change_ < tol
+        self.losses_ = fit_loop(
+            loss_fn, self.parameters(), num_steps, lr, schedule=schedule, tol=tol, min_steps=min_steps, smooth=True
+        )
+        self.relative_change_ = relative_change(self.losses_, smooth=True)
+        self.converged_ = bool(self.relative_change_ < tol)
         return self
 
     def predict_proba(self, x, *, num_samples: int = 64) -> torch.Tensor:

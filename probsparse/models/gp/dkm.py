@@ -41,7 +41,7 @@ import torch
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, as_targets, check_positive, initial_inducing_points
-from ._training import adam_fit, relative_change
+from ._training import fit_loop, relative_change
 from .nngp import relu_expectation
 
 __all__ = ["SparseDKM", "gaussian_kl"]
@@ -236,22 +236,66 @@ class SparseDKM(torch.nn.Module):
         ell = -0.5 * (torch.log(2 * math.pi * s2) + ((y - mean) ** 2 + var) / s2)
         return ell.sum() * (n / x.shape[0]) - kl_u - self.dof * sum(kls)
 
-    def fit(self, num_steps: int = 300, lr: float = 0.01, *, batch_size: int | None = None, tol: float = 1e-3):
-        """Maximise the objective with Adam (full batch, or minibatches of ``batch_size``)."""
+    def fit(
+        self,
+        num_steps: int = 300,
+        lr: float | None = None,
+        *,
+        batch_size: int | None = None,
+        tol: float | None = 1e-4,
+        optimizer: str | None = None,
+        schedule: str = "cosine",
+        min_steps: int | None = None,
+        fallback_lr: float | None = 1e-3,
+    ):
+        r"""Maximise the objective (full batch, or minibatches of ``batch_size``).
+
+        The full-batch objective is deterministic, so the default there is L-BFGS with a strong-Wolfe line
+        search (``lr`` its trial step, default 1; ``min_steps`` default 20), which hands the rest of the
+        budget to Adam from ``fallback_lr`` with a cosine decay if its line search gets stuck before
+        convergence (the objective has kinks: the absolute values of the factors' diagonals, clamped
+        variances); with minibatches it is Adam
+        (``lr`` default 0.01) with a cosine learning-rate decay to ``lr/100`` over ``num_steps``
+        (``schedule="constant"`` keeps it fixed; ``min_steps`` default 100). The fit stops once converged
+        (``tol=None`` always runs ``num_steps``, e.g. for timing): ``converged_`` is true when the relative
+        change of the negative objective per point over the last 10 % of the steps is below ``tol`` (the
+        spread of that window for the full-batch loss, a least-squares line through it for minibatch
+        losses; :func:`~probsparse.models.gp._training.relative_change`).
+        """
         n = self.train_x.shape[0]
-        if batch_size is None:
+        stochastic = batch_size is not None
+        if optimizer is None:
+            optimizer = "adam" if stochastic else "lbfgs"
+        if lr is None:
+            lr = 1.0 if optimizer == "lbfgs" else 0.01
+        if min_steps is None:
+            min_steps = 20 if optimizer == "lbfgs" else 100
+        if not stochastic:
             loss_fn = lambda: -self.objective() / n  # noqa: E731
         else:
             batch_size = check_positive_int(batch_size, "batch_size")
+            if optimizer == "lbfgs":
+                raise ValueError("optimizer='lbfgs' needs the deterministic full-batch loss: use batch_size=None")
             gen = torch.Generator().manual_seed(0)
 
             def loss_fn():
                 idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
                 return -self.objective(self.train_x[idx], self.train_y[idx], num_data=n) / n
 
-        self.losses_ = adam_fit(loss_fn, self.parameters(), num_steps, lr)
-        self.relative_change_ = relative_change(self.losses_)
-        self.converged_ = self.relative_change_ < tol
+        self.losses_ = fit_loop(
+            loss_fn,
+            self.parameters(),
+            num_steps,
+            lr,
+            optimizer=optimizer,
+            schedule=schedule,
+            tol=tol,
+            min_steps=min_steps,
+            smooth=stochastic,
+            fallback_lr=fallback_lr if optimizer == "lbfgs" else None,
+        )
+        self.relative_change_ = relative_change(self.losses_, smooth=stochastic)
+        self.converged_ = bool(tol is not None and self.relative_change_ < tol)
         return self
 
     def predict(self, x, *, include_noise: bool = True) -> torch.distributions.Normal:

@@ -55,7 +55,9 @@ def relu_expectation(k11: torch.Tensor, k22: torch.Tensor, k12: torch.Tensor) ->
     >>> round(relu_expectation(one, one, one).item(), 9)  # E[relu(u)^2] = var / 2
     0.5
     """
-    norm = torch.sqrt(k11 * k22).clamp_min(torch.finfo(k12.dtype).tiny)
+    # Clamping the product before the square root keeps the gradient finite when a variance underflows
+    # to zero (sqrt has an infinite slope there), e.g. while an optimiser drives sigma_w^2 towards 0.
+    norm = torch.sqrt((k11 * k22).clamp_min(torch.finfo(k12.dtype).tiny))
     # Clamping keeps arccos away from its infinite slope at +-1 (the diagonal, where theta is exactly 0);
     # the clamp passes no gradient there, which is right since cos(theta) = 1 identically on the diagonal.
     eps = 1e-12 if k12.dtype == torch.float64 else 1e-6

@@ -33,7 +33,7 @@ from gpytorch.kernels import Kernel
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, as_targets, check_positive, initial_inducing_points
-from ._training import adam_fit, relative_change
+from ._training import fit_loop, relative_change
 
 __all__ = ["VariationalGP", "StudentTLikelihoodGP"]
 
@@ -149,13 +149,35 @@ class VariationalGP(gpytorch.Module):
         mll = gpytorch.mlls.VariationalELBO(self.likelihood, self.gp, num_data=x.shape[0])
         return mll(self.gp(x), y) * x.shape[0]
 
-    def fit(self, num_steps: int = 500, lr: float = 0.02, *, batch_size: int | None = None, tol: float = 1e-3):
-        """Maximise the ELBO with Adam (full batch, or minibatches of ``batch_size`` scaled to ``n``)."""
+    def fit(
+        self,
+        num_steps: int = 500,
+        lr: float = 0.02,
+        *,
+        batch_size: int | None = None,
+        tol: float = 1e-4,
+        optimizer: str = "adam",
+        schedule: str = "cosine",
+        min_steps: int = 100,
+    ):
+        r"""Maximise the ELBO (full batch, or minibatches of ``batch_size`` scaled to ``n``).
+
+        Adam with a cosine learning-rate decay from ``lr`` to ``lr/100`` over ``num_steps`` by default (so
+        the iterates settle instead of oscillating at a fixed step size); ``optimizer="lbfgs"`` (full batch
+        only: the quadrature ELBO is then deterministic) and ``schedule="constant"`` are the alternatives.
+        The fit stops once converged (after at least ``min_steps``): ``converged_`` is true when the
+        relative change of the negative ELBO per point over the last 10 % of the steps is below ``tol``
+        — the spread of that window for the deterministic full-batch loss, a least-squares line through it
+        for minibatch losses (:func:`~probsparse.models.gp._training.relative_change`).
+        """
         self.train()
-        if batch_size is None:
+        stochastic = batch_size is not None
+        if not stochastic:
             loss_fn = lambda: -self.elbo() / self.n  # noqa: E731
         else:
             batch_size = check_positive_int(batch_size, "batch_size")
+            if optimizer == "lbfgs":
+                raise ValueError("optimizer='lbfgs' needs the deterministic full-batch loss: use batch_size=None")
             gen = torch.Generator().manual_seed(0)
 
             def loss_fn():
@@ -163,10 +185,22 @@ class VariationalGP(gpytorch.Module):
                 mll = gpytorch.mlls.VariationalELBO(self.likelihood, self.gp, num_data=self.n)
                 return -mll(self.gp(self.train_x[idx]), self.train_y[idx])
 
-        self.losses_ = adam_fit(loss_fn, self.parameters(), num_steps, lr)
-        self.relative_change_ = relative_change(self.losses_)
-        self.converged_ = self.relative_change_ < tol
-        self.eval()
+        try:
+            self.losses_ = fit_loop(
+                loss_fn,
+                self.parameters(),
+                num_steps,
+                lr,
+                optimizer=optimizer,
+                schedule=schedule,
+                tol=tol,
+                min_steps=min_steps,
+                smooth=stochastic,
+            )
+        finally:
+            self.eval()
+        self.relative_change_ = relative_change(self.losses_, smooth=stochastic)
+        self.converged_ = bool(self.relative_change_ < tol)
         return self
 
     def _latent(self, x) -> gpytorch.distributions.MultivariateNormal:

@@ -37,7 +37,7 @@ from torch.distributions import constraints
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, as_targets, check_positive
-from ._training import relative_change
+from ._training import SCHEDULES, Losses, relative_change
 
 __all__ = ["HorseshoeARDSVGP", "ARDSVGP"]
 
@@ -48,6 +48,7 @@ class _SVGPBase:
     """Data, inducing points and the whitened SVGP bound given inverse lengthscales ``w``."""
 
     _default_name = "svgp"
+    _stochastic_guide = True
 
     def __init__(self, train_x, train_y, *, num_inducing: int, noise: float, seed: int, name: str | None):
         self.train_x = as_inputs(train_x, "train_x")
@@ -107,26 +108,63 @@ class _SVGPBase:
         kl = 0.5 * ((S * S).sum() + (m * m).sum() - m.shape[0] - 2 * torch.log(torch.diagonal(S)).sum())
         return ell.sum() * (self.train_x.shape[0] / x.shape[0]) - kl
 
-    def fit(self, num_steps: int = 1000, lr: float = 0.02, *, batch_size: int | None = None, tol: float = 1e-3):
-        """Run SVI (Adam, ``Trace_ELBO``); sets ``losses_`` (negative ELBO per point) and ``converged_``."""
+    def fit(
+        self,
+        num_steps: int = 1000,
+        lr: float = 0.02,
+        *,
+        batch_size: int | None = None,
+        tol: float = 1e-3,
+        schedule: str = "cosine",
+        min_steps: int | None = None,
+    ):
+        r"""Run SVI (Adam, ``Trace_ELBO``); sets ``losses_`` (negative ELBO per point) and ``converged_``.
+
+        The learning rate decays from ``lr`` to ``lr/100`` along a cosine over ``num_steps`` by default
+        (``schedule="constant"`` keeps it fixed). The fit stops once converged (after at least
+        ``min_steps``, default ``max(100, num_steps // 2)``): ``converged_`` is true when the relative loss
+        change over the last 10 % of the steps is below ``tol``. The loss is judged through a least-squares
+        line over that window when it is stochastic (a guide with random sites, or minibatches), by the
+        spread of the window otherwise (:func:`~probsparse.models.gp._training.relative_change`).
+        """
         num_steps = check_positive_int(num_steps, "num_steps")
         check_positive(lr, "lr")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        # the sparsity pattern settles after the loss has flattened to the eye of a stochastic test: by
+        # default let the schedule decay at least halfway before stopping
+        min_steps = max(100, num_steps // 2) if min_steps is None else check_positive_int(min_steps, "min_steps")
+        tol = check_positive(tol, "tol")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size")
         n = self.train_x.shape[0]
-        svi = SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+        if schedule == "cosine":
+            optim = pyro.optim.CosineAnnealingLR(
+                {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "T_max": num_steps, "eta_min": lr / 100}
+            )
+        else:
+            optim = pyro.optim.Adam({"lr": lr})
+        svi = SVI(self.model, self.guide, optim, Trace_ELBO())
+        smooth = self._stochastic_guide or batch_size is not None
         gen = torch.Generator().manual_seed(self.seed)
-        self.losses_ = []
+        self.losses_ = Losses()
         for _ in range(num_steps):
             if batch_size is None:
                 x, y = self.train_x, self.train_y
             else:
-                idx = torch.randint(0, n, (min(check_positive_int(batch_size, "batch_size"), n),), generator=gen)
+                idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
                 x, y = self.train_x[idx], self.train_y[idx]
             loss = svi.step(x, y) / n
             if loss != loss:
                 raise FloatingPointError(f"the ELBO became NaN after {len(self.losses_)} steps; lower lr")
             self.losses_.append(loss)
-        self.relative_change_ = relative_change(self.losses_)
-        self.converged_ = self.relative_change_ < tol
+            if schedule == "cosine":
+                optim.step()
+            if len(self.losses_) >= min_steps and relative_change(self.losses_, smooth=smooth) < tol:
+                self.losses_.stop_reason = "converged"
+                break
+        self.relative_change_ = relative_change(self.losses_, smooth=smooth)
+        self.converged_ = bool(self.relative_change_ < tol)
         return self
 
     def predict(self, x, *, include_noise: bool = True, num_samples: int = 64) -> torch.distributions.Normal:
@@ -198,6 +236,7 @@ class HorseshoeARDSVGP(_SVGPBase):
     """
 
     _default_name = "horseshoe_ard_svgp"
+    _stochastic_guide = True
     site_prefix = "inv_lengthscale"
 
     def __init__(
@@ -303,6 +342,7 @@ class ARDSVGP(_SVGPBase):
     """
 
     _default_name = "ard_svgp"
+    _stochastic_guide = False
 
     def __init__(
         self, train_x, train_y, *, num_inducing: int = 50, noise: float = 0.1, seed: int = 0, name: str | None = None

@@ -34,7 +34,7 @@ from gpytorch.kernels import Kernel
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, as_targets, check_positive
-from ._training import adam_fit, relative_change
+from ._training import fit_loop, relative_change
 
 __all__ = ["GaussianProcess", "StudentTProcess", "ScaleMixtureProcess"]
 
@@ -99,18 +99,48 @@ class _ScaleMixtureBase(gpytorch.Module):
             cov = cov.clamp_min(_JITTER)
         return mean, cov, (alpha * alpha).sum()
 
-    def fit(self, num_steps: int = 300, lr: float = 0.05, *, tol: float = 1e-3):
-        """Maximise the marginal likelihood with Adam; sets ``losses_``, ``relative_change_``, ``converged_``.
+    def fit(
+        self,
+        num_steps: int = 300,
+        lr: float | None = None,
+        *,
+        tol: float = 1e-5,
+        optimizer: str = "lbfgs",
+        min_steps: int = 20,
+        fallback_lr: float | None = 1e-4,
+    ):
+        r"""Maximise the marginal likelihood; sets ``losses_``, ``relative_change_``, ``converged_``.
 
-        The loss is the negative log marginal likelihood per training point. ``converged_`` is true when
-        the relative loss change over the last 10 % of the steps is below ``tol``.
+        The loss is the negative log marginal likelihood per training point, :math:`-\log p(y)/n`, a
+        deterministic function of the few hyperparameters, so the default optimiser is L-BFGS with a
+        strong-Wolfe line search (``lr`` its trial step, default 1); ``optimizer="adam"`` (``lr`` default
+        0.05, constant) is kept for comparison. If L-BFGS stops short of the test below (its line search
+        finds no decrease, typically at the optimum to working precision or at a variance's bound) the rest
+        of the budget goes to Adam from ``fallback_lr`` with a cosine decay
+        (:func:`~probsparse.models.gp._training.fit_loop`). The fit stops once converged (at least ``min_steps``
+        iterations): ``converged_`` is true when the relative loss change over the last 10 % of the
+        iterations, :math:`|L_s - L_T| / \max(|L_T|, 1)`, is below ``tol``
+        (:func:`~probsparse.models.gp._training.relative_change`); ``relative_change_`` holds that change.
         """
         check_positive_int(num_steps, "num_steps")
+        if lr is None:
+            lr = 1.0 if optimizer == "lbfgs" else 0.05
         self.train()
-        self.losses_ = adam_fit(lambda: -self.log_marginal_likelihood() / self.n, self.parameters(), num_steps, lr)
+        try:
+            self.losses_ = fit_loop(
+                lambda: -self.log_marginal_likelihood() / self.n,
+                self.parameters(),
+                num_steps,
+                lr,
+                optimizer=optimizer,
+                tol=tol,
+                min_steps=min_steps,
+                fallback_lr=fallback_lr if optimizer == "lbfgs" else None,
+            )
+        finally:
+            self.eval()
         self.relative_change_ = relative_change(self.losses_)
-        self.converged_ = self.relative_change_ < tol
-        self.eval()
+        self.converged_ = bool(self.relative_change_ < tol)
         return self
 
 

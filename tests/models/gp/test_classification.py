@@ -90,3 +90,20 @@ def test_bad_inputs_raise():
     x_bad[0, 0] = math.nan
     with pytest.raises(ValueError, match="train_x contains NaN"):
         ScaleMixtureGPClassifier(x_bad, y, k)
+
+
+def test_fit_reports_convergence_through_a_smoothed_test_and_decays_the_rate():
+    from probsparse.models.gp._training import relative_change
+
+    x, y = blobs(n_per=20, seed=1)
+    clf = ScaleMixtureGPClassifier(x, y, gpytorch.kernels.RBFKernel(), num_inducing=8, num_samples=4)
+    clf.fit(num_steps=400, lr=0.05, batch_size=16, tol=1e-2)
+    # minibatch Monte Carlo losses: the verdict is the least-squares line through the last 10 %
+    assert clf.relative_change_ == relative_change(clf.losses_, smooth=True)
+    assert clf.converged_ == (clf.relative_change_ < 1e-2)
+    assert clf.converged_ and len(clf.losses_) <= 400
+    short = ScaleMixtureGPClassifier(x, y, gpytorch.kernels.RBFKernel(), num_inducing=8, num_samples=4)
+    short.fit(num_steps=30, lr=0.05, batch_size=16, tol=1e-2)
+    assert len(short.losses_) == 30 and short.losses_.stop_reason == "budget"
+    with pytest.raises(ValueError, match="schedule"):
+        short.fit(num_steps=5, schedule="exponential")

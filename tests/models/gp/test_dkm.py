@@ -88,12 +88,30 @@ def test_fit_improves_the_objective_and_predicts():
     y = f + 0.1 * torch.randn(120, generator=g, dtype=D)
     dkm = SparseDKM(x, y, num_layers=2, inducing_points=20)
     before = dkm.objective().item()
-    dkm.fit(num_steps=80, lr=0.03)
+    dkm.fit(num_steps=150)
     assert dkm.objective().item() > before
+    assert dkm.converged_ == (dkm.relative_change_ < 1e-4)
     rmse = (dkm.predict(x).mean - f).pow(2).mean().sqrt().item()
     assert rmse < 0.5 * f.std().item()
-    dkm.fit(num_steps=5, batch_size=32)  # minibatch path runs
-    assert len(dkm.losses_) == 5
+    dkm.fit(num_steps=5, batch_size=32)  # minibatch path runs (Adam)
+    assert len(dkm.losses_) == 5 and not dkm.converged_
+    dkm.fit(num_steps=7, tol=None)  # the timing mode: no stopping rule, never "converged"
+    assert len(dkm.losses_) == 7 and not dkm.converged_
+    with pytest.raises(ValueError, match="lbfgs"):
+        dkm.fit(num_steps=5, batch_size=32, optimizer="lbfgs")
+
+
+def test_lbfgs_and_long_adam_reach_the_same_objective():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(60, 2, generator=g, dtype=D)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(60, generator=g, dtype=D)
+    fits = {}
+    for opt, kw in (("lbfgs", {}), ("adam", {"lr": 0.01, "num_steps": 6000, "tol": 1e-12})):
+        dkm = SparseDKM(x, y, num_layers=1, inducing_points=x[:8].clone(), learn_inducing=False)
+        fits[opt] = dkm.fit(**{"num_steps": 400, "optimizer": opt, **kw})
+    obj = {k: m.objective().item() / 60 for k, m in fits.items()}
+    assert fits["lbfgs"].converged_
+    assert obj["lbfgs"] == pytest.approx(obj["adam"], abs=2e-4)
 
 
 def test_bad_inputs_raise():

@@ -120,3 +120,20 @@ def test_bad_inputs_raise():
         VariationalGP(x, y, k, noise=-0.1)
     with pytest.raises(ValueError, match="x has 2 features, expected 1"):
         VariationalGP(x, y, k).predict(torch.zeros(3, 2, dtype=D))
+
+
+def test_cosine_decay_converges_where_a_constant_rate_keeps_moving():
+    x, y = data(n=40, seed=2)
+    fits = {}
+    for schedule in ("cosine", "constant"):
+        kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+        model = VariationalGP(x, y, kernel, likelihood="student_t", inducing_points=10)
+        fits[schedule] = model.fit(num_steps=600, lr=0.1, schedule=schedule, tol=1e-4)
+    assert fits["cosine"].converged_ and fits["cosine"].relative_change_ < 1e-4
+    assert fits["cosine"].losses_.stop_reason == "converged" and len(fits["cosine"].losses_) <= 600
+    # the decayed run ends at least as low as the constant-rate one
+    assert fits["cosine"].losses_[-1] <= min(fits["constant"].losses_[-20:]) + 1e-4
+    with pytest.raises(ValueError, match="lbfgs"):
+        fits["cosine"].fit(num_steps=5, batch_size=8, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="schedule"):
+        fits["cosine"].fit(num_steps=5, schedule="linear")

@@ -4,6 +4,7 @@ import pyro
 import pytest
 import torch
 
+from probsparse.models.gp._training import relative_change
 from probsparse.models.gp.sparse_ard import ARDSVGP, HorseshoeARDSVGP
 
 D = torch.float64
@@ -68,7 +69,7 @@ def test_svgp_bound_with_inducing_points_at_the_data_equals_the_exact_gp():
 
 def test_horseshoe_finds_the_relevant_features_with_a_threshold_rule():
     x, y = relevant_problem()
-    model = HorseshoeARDSVGP(x, y, num_inducing=20).fit(num_steps=300, lr=0.03)
+    model = HorseshoeARDSVGP(x, y, num_inducing=20).fit(num_steps=600, lr=0.03)
     rel = model.relevance(num_samples=100)
     assert rel["selected"].nonzero().ravel().tolist() == [0, 1]
     assert (rel["q05"] <= rel["mean"]).all() and (rel["mean"] <= rel["q95"]).all()
@@ -126,3 +127,21 @@ def test_a_probsparse_horseshoe_prior_gives_the_same_model_as_the_built_in_sites
     assert external.relevance(num_samples=5)["mean"].shape == (3,)
     with pytest.raises(ValueError, match="either prior or global_scale"):
         HorseshoeARDSVGP(x, y, prior=Horseshoe(0.3), global_scale=0.3)
+
+
+def test_fits_stop_once_converged_and_report_it():
+    x, y = relevant_problem(n=60, d=3)
+    pyro.clear_param_store()
+    ard = ARDSVGP(x, y, num_inducing=10).fit(num_steps=3000, lr=0.05, tol=1e-4)
+    # a deterministic bound (empty guide): judged by the spread of the last 10 % of the steps
+    assert ard.converged_ and len(ard.losses_) < 3000
+    assert ard.relative_change_ == relative_change(ard.losses_) < 1e-4
+    pyro.clear_param_store()
+    short = ARDSVGP(x, y, num_inducing=10).fit(num_steps=20, lr=0.001, tol=1e-8)
+    assert len(short.losses_) == 20 and not short.converged_
+    pyro.clear_param_store()
+    hs = HorseshoeARDSVGP(x, y, num_inducing=10).fit(num_steps=50, lr=0.03)
+    # the guide samples its sites: the verdict comes from a least-squares line through the window
+    assert hs.relative_change_ == relative_change(hs.losses_, smooth=True)
+    with pytest.raises(ValueError, match="schedule"):
+        ARDSVGP(x, y, num_inducing=10).fit(num_steps=5, schedule="step")
