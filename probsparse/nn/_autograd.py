@@ -175,7 +175,7 @@ def log_normal_kl(loc, log_std, density, nodes=None, weights=None) -> torch.Tens
 class _LinearLocalReparam(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, mean, var, bias_mean, bias_var):
-        scaled = x if scale is None else x * scaled_view(scale, x)
+        scaled = x if scale is None else x * _scaled_view(scale, x)
         scaled_sq = scaled.square()
         out_mean = torch.nn.functional.linear(scaled, mean, bias_mean)
         # sqrt's derivative is infinite at 0 (an all-zero input row without a bias): the variance is floored at
@@ -213,7 +213,7 @@ class _LinearLocalReparam(torch.autograd.Function):
             grad_scaled = grad.mm(mean)
             grad_scaled.addcmul_(scaled, grad_var_out.mm(var), value=2.0)
             if need_x:
-                grad_x = grad_scaled if scale is None else grad_scaled * scaled_view(scale, x)
+                grad_x = grad_scaled if scale is None else grad_scaled * _scaled_view(scale, x)
             if need_scale and not shared:
                 grad_scale = grad_scaled.mul_(x)
         grad_bias_mean = grad.sum(0) if need_bias_mean else None
@@ -221,7 +221,7 @@ class _LinearLocalReparam(torch.autograd.Function):
         return grad_x, grad_scale, grad_mean, grad_var, grad_bias_mean, grad_bias_var
 
 
-def scaled_view(scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _scaled_view(scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``scale`` (``(in,)`` or ``x``'s shape) shaped to multiply ``x`` (batch, in)."""
     return scale if scale.dim() == x.dim() else scale.unsqueeze(0)
 

@@ -25,7 +25,7 @@ import torch
 
 from ..._validation import check_positive_int, check_positive_real
 
-__all__ = ["Losses", "adam_fit", "fit_loop", "relative_change", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["Losses", "fit_loop", "relative_change", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adam", "lbfgs")
 SCHEDULES = ("constant", "cosine")
@@ -97,13 +97,12 @@ def relative_change(
         # the spread of the window, not just its end points, which an oscillating optimiser can make
         # equal by chance
         return (max(window) - min(window)) / max(abs(window[-1]), 1.0)
-    else:
-        m = len(window)
-        tbar = (m - 1) / 2
-        lbar = sum(window) / m
-        sxx = sum((t - tbar) ** 2 for t in range(m))
-        slope = sum((t - tbar) * (v - lbar) for t, v in enumerate(window)) / sxx
-        first, last = lbar - slope * tbar, lbar + slope * tbar
+    m = len(window)
+    tbar = (m - 1) / 2
+    lbar = sum(window) / m
+    sxx = sum((t - tbar) ** 2 for t in range(m))
+    slope = sum((t - tbar) * (v - lbar) for t, v in enumerate(window)) / sxx
+    first, last = lbar - slope * tbar, lbar + slope * tbar
     return abs(first - last) / max(abs(last), 1.0)
 
 
@@ -302,10 +301,3 @@ def _adam_loop(losses, loss_fn, params, num_steps, lr, schedule, final_lr_fracti
             losses.stop_reason = "converged"
             break
     return losses
-
-
-def adam_fit(
-    loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.nn.Parameter], num_steps: int, lr: float
-) -> list[float]:
-    """Minimise ``loss_fn()`` with constant-rate Adam for exactly ``num_steps`` steps; return the losses."""
-    return fit_loop(loss_fn, params, num_steps, lr)

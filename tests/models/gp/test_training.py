@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from probsparse.models.gp._training import adam_fit, fit_loop, relative_change
+from probsparse.models.gp._training import fit_loop, relative_change
 
 D = torch.float64
 
@@ -121,4 +121,4 @@ def test_bad_arguments_raise():
         fit_loop(f, [p], 5, 0.1, tol=0.0)
     with pytest.raises(ValueError, match="no trainable parameters"):
         fit_loop(f, [torch.nn.Parameter(torch.zeros(1), requires_grad=False)], 5, 0.1)
-    assert len(adam_fit(f, [p], 7, 0.1)) == 7
+    assert len(fit_loop(f, [p], 7, 0.1)) == 7
