@@ -53,7 +53,8 @@ class CategoricalLikelihood(nn.Module):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"categorical likelihood: y must hold integer class labels, got dtype {target.dtype}")
         n_classes = output.shape[1]
-        if target.numel() and (target.min() < 0 or target.max() >= n_classes):
+        lowest, highest = (int(v) for v in target.aminmax()) if target.numel() else (0, 0)
+        if lowest < 0 or highest >= n_classes:
             raise ValueError(
                 f"categorical likelihood: y holds labels outside [0, {n_classes - 1}] for a network "
                 f"with {n_classes} outputs"

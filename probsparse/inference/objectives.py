@@ -31,6 +31,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 
+from probsparse.nn.base import kl_in_forward
 from probsparse.nn.convert import kl_divergence, kl_modules
 
 __all__ = ["LossTerms", "bayesian_modules", "network_kl", "network_loss"]
@@ -95,12 +96,14 @@ def network_loss(
     >>> bool(torch.isclose(terms.loss, terms.nll + terms.kl / 100))
     True
     """
-    nll_per_example = likelihood(network(x), y)
+    with kl_in_forward() as forward_kl:
+        output = network(x)
+    nll_per_example = likelihood(output, y)
     if not torch.is_tensor(nll_per_example) or nll_per_example.shape != (x.shape[0],):
         shape = tuple(nll_per_example.shape) if torch.is_tensor(nll_per_example) else type(nll_per_example).__name__
         raise ValueError(f"likelihood must return per-example NLLs of shape ({x.shape[0]},), got {shape}")
     nll = nll_per_example.mean()
-    kl = network_kl(network)
+    kl = network_kl(network, forward_kl)
     return LossTerms(nll + kl_weight * kl / n_train, nll, kl)
 
 

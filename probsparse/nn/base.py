@@ -2,7 +2,10 @@ r"""The part every Bayesian layer shares: a weight family, a Gaussian bias, the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -13,7 +16,27 @@ from probsparse.nn.families import family_for
 from probsparse.priors.base import WeightPrior
 from probsparse.priors.scale_mixture import Normal
 
-__all__ = ["BayesianLayer"]
+__all__ = ["BayesianLayer", "kl_in_forward"]
+
+# Set inside kl_in_forward(): id(layer) -> the KL its forward pass computed.
+_FORWARD_KL: contextvars.ContextVar[dict | None] = contextvars.ContextVar("probsparse_forward_kl", default=None)
+
+
+@contextlib.contextmanager
+def kl_in_forward() -> Iterator[dict[int, torch.Tensor]]:
+    """Within the block, layers that can compute their KL in the same pass as their output do so.
+
+    Yields a dict ``id(layer) -> KL`` (scalar tensors) that the forward passes fill; a layer called twice reports
+    its KL once. Used by :func:`probsparse.inference.objectives.network_loss`: with the KL computed next to the
+    output, one backward pass writes each weight's gradient once (likelihood and KL parts together). Layers
+    that have no such path (or run without gradients) report nothing, and their ``kl_divergence()`` is used.
+    """
+    terms: dict[int, torch.Tensor] = {}
+    token = _FORWARD_KL.set(terms)
+    try:
+        yield terms
+    finally:
+        _FORWARD_KL.reset(token)
 
 
 class BayesianLayer(nn.Module):
@@ -115,6 +138,12 @@ class BayesianLayer(nn.Module):
         self._check_input(x)
         if not self.sampling:
             return self._affine(x, self.weight.mean_weight(), self.bias_mean)
+        terms = _FORWARD_KL.get()
+        if terms is not None and id(self) not in terms and torch.is_grad_enabled():
+            fused = self._forward_with_kl(x)
+            if fused is not None:
+                out, terms[id(self)] = fused
+                return out
         # Group scales are drawn per example when the input carries gradients (a hidden layer's input): their
         # gradient then costs elementwise work only. For a data input it would cost a product with the output
         # gradient that the step does not otherwise need, so there they are drawn once per call and folded
@@ -123,6 +152,10 @@ class BayesianLayer(nn.Module):
         mean_w, var_w, in_scale, out_scale = self.weight.sample_factors(self._batch_shape(x) if per_example else ())
         bias_var = None if self.bias_log_std is None else exp_twice(self.bias_log_std)
         return self._sample_preactivation(x, mean_w, var_w, in_scale, out_scale, bias_var)
+
+    def _forward_with_kl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(output, kl_divergence())`` from one fused computation, or None where the layer has none."""
+        return None
 
     def _sample_preactivation(self, x, mean_w, var_w, in_scale, out_scale, bias_var):
         """One local-reparameterisation draw of the pre-activation from the factored weight moments.

@@ -54,8 +54,11 @@ def kl_modules(module: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
-def kl_divergence(module: nn.Module) -> torch.Tensor:
+def kl_divergence(module: nn.Module, forward_terms: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Sum of ``kl_divergence()`` over :func:`kl_modules` ``(module)``, shape () (not scaled by N).
+
+    ``forward_terms`` holds KLs already computed by the layers' forward passes (from
+    :func:`~probsparse.nn.base.kl_in_forward`, keyed by ``id(layer)``); they stand in for those layers' calls.
 
     Raises
     ------
@@ -69,8 +72,9 @@ def kl_divergence(module: nn.Module) -> torch.Tensor:
             "kl_divergence() method)"
         )
     total = None
+    forward_terms = forward_terms or {}
     for name, layer in layers.items():
-        kl = layer.kl_divergence()
+        kl = forward_terms[id(layer)] if id(layer) in forward_terms else layer.kl_divergence()
         if not torch.is_tensor(kl) or kl.shape != ():
             shape = tuple(kl.shape) if torch.is_tensor(kl) else type(kl).__name__
             raise ValueError(f"kl_divergence() of layer {name!r} must return a tensor of shape (), got {shape}")

@@ -31,12 +31,19 @@ import functools
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, gaussian_kl_to_scaled_normal, log_normal_kl
+from probsparse.nn._autograd import exp_twice, gaussian_kl_sum, gaussian_kl_to_scaled_normal
+from probsparse.nn._scale_kl import (
+    HERMITE_NODES,
+    HERMITE_WEIGHTS,
+    QUADRATURE_MAX_ENTRIES,
+    ScaleKLPlan,
+    centred_kl,
+    scale_variables_kl,
+)
 from probsparse.priors.ard import ARDPrior
 from probsparse.priors.base import WeightPrior, group_shape
 from probsparse.priors.jeffreys import LogUniform, molchanov_neg_kl
@@ -54,26 +61,20 @@ __all__ = [
     "register_family",
 ]
 
-# Gauss-Hermite rule for E_q[f(u)] with q = N(m, v): sum_k w_k / sqrt(pi) f(m + sqrt(2 v) x_k).
-_HERMITE_NODES, _HERMITE_WEIGHTS = (torch.as_tensor(a) for a in np.polynomial.hermite.hermgauss(10))
-
 
 @functools.cache
 def _hermite_rule(dtype: torch.dtype, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nodes sqrt(2) x_k and weights w_k / sqrt(pi), shaped to broadcast against an ``ndim``-dim tensor."""
     shape = (-1,) + (1,) * ndim
     return (
-        (math.sqrt(2.0) * _HERMITE_NODES).to(dtype).reshape(shape),
-        (_HERMITE_WEIGHTS / math.sqrt(math.pi)).to(dtype).reshape(shape),
+        torch.as_tensor(HERMITE_NODES, dtype=dtype).reshape(shape),
+        torch.as_tensor(HERMITE_WEIGHTS, dtype=dtype).reshape(shape),
     )
 
 
 # Draws used to average over the scale variables in posterior_moments (fixed seed: a deterministic export).
 _MOMENT_DRAWS = 64
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
-# Scale variables with more entries than this (one per weight of a large layer) get a one-draw Monte Carlo
-# estimate of E_q[log p] instead of the quadrature: unbiased, and 10x cheaper where it matters.
-_QUADRATURE_MAX_ENTRIES = 4096
 
 
 class WeightFamily(nn.Module):
@@ -180,66 +181,21 @@ def _log_density_of_log(prior, u: torch.Tensor) -> torch.Tensor:
     return prior.log_prob(u.exp()) + u
 
 
-class _HalfCauchyLogDensity:
-    r""":math:`u \mapsto (\log p(e^u) + u, \text{its slope})` for :math:`p = \mathcal C^+(0, c)`."""
-
-    def __init__(self, scale: torch.Tensor):
-        self.log_scale = scale.log()
-        self.const = math.log(2.0 / math.pi) - self.log_scale
-
-    def __call__(self, u):
-        z = torch.sub(u, self.log_scale).mul_(2.0)
-        value = F.softplus(z).neg_().add_(u).add_(self.const)
-        return value, z.sigmoid_().mul_(-2.0).add_(1.0)
-
-
-class _GammaLogDensity:
-    """The same for a Gamma (``sign=1``) or inverse-Gamma (``sign=-1``) prior with concentration a, rate b."""
-
-    def __init__(self, concentration: torch.Tensor, rate: torch.Tensor, sign: float):
-        self.a, self.b, self.sign = concentration, rate, sign
-        self.const = concentration * rate.log() - torch.lgamma(concentration)
-
-    def __call__(self, u):
-        tail = self.b * torch.exp(self.sign * u)
-        return self.const + self.sign * self.a * u - tail, self.sign * (self.a - tail)
-
-
-def _log_density_of_log_with_slope(prior):
-    """``u -> (log p(e^u) + u, its derivative in u)`` in closed form, or None where there is none here.
-
-    Only for priors whose own parameters are constants: the hand-written gradient of the KL
-    (:func:`~probsparse.nn._autograd.log_normal_kl`) does not reach them. The function works in place on its
-    temporaries, so it is for evaluation without autograd (as there).
-    """
-    if isinstance(prior, torch.distributions.HalfCauchy) and not prior.scale.requires_grad:
-        return _HalfCauchyLogDensity(prior.scale)
-    gamma_types = (torch.distributions.InverseGamma, torch.distributions.Gamma)
-    if isinstance(prior, gamma_types) and not (prior.concentration.requires_grad or prior.rate.requires_grad):
-        sign = -1.0 if isinstance(prior, torch.distributions.InverseGamma) else 1.0
-        return _GammaLogDensity(prior.concentration, prior.rate, sign)
-    return None
-
-
-def _scale_variables_kl(priors, densities, locs, log_stds) -> torch.Tensor | float:
+def _scale_variables_kl(priors, locs, log_stds) -> torch.Tensor | float:
     r"""Sum over the scale variables of :math:`\mathrm{KL}(q(\phi_k) \,\|\, p_k(\phi_k))`, log-normal :math:`q`.
 
-    By 10-point Gauss-Hermite quadrature per entry, or one reparameterised draw for variables with more than
-    4096 entries; variables whose prior is ``None`` (type-II point estimates) have no KL. ``densities`` holds
-    :func:`_log_density_of_log_with_slope` of each prior (built once per layer: it precomputes the prior's constants).
+    The tensor-operation form of :func:`probsparse.nn._scale_kl.scale_variables_kl`, for priors the kernels do not
+    know (any distribution with ``log_prob``, parameters that carry gradients): 10-point Gauss-Hermite quadrature
+    per entry, or one reparameterised draw for variables with more than 4096 entries; variables whose prior is
+    ``None`` (type-II point estimates) have no KL.
     """
     kl = 0.0
     for key, p in priors.items():
         if p is None:
             continue
         loc, log_std = locs[key], log_stds[key]
-        density = densities[key]
-        if density is not None:
-            quadrature = _hermite_rule(loc.dtype, loc.dim()) if loc.numel() <= _QUADRATURE_MAX_ENTRIES else ()
-            kl = kl + log_normal_kl(loc, log_std, density, *quadrature)
-            continue
         std = log_std.exp()
-        if loc.numel() <= _QUADRATURE_MAX_ENTRIES:
+        if loc.numel() <= QUADRATURE_MAX_ENTRIES:
             nodes, weights = _hermite_rule(loc.dtype, loc.dim())
             expected_log_p = (weights * _log_density_of_log(p, loc + std * nodes)).sum(0)
         else:
@@ -273,17 +229,19 @@ class _GaussianParameters(nn.Module):
         self._last_var = (self.log_std, self.log_std._version, var.detach())
         return var
 
-    def kl_normal(self, prior_std: float = 1.0) -> torch.Tensor:
-        """Sum of KL(N(mean, std^2) || N(0, prior_std^2))."""
+    def cached_var(self) -> torch.Tensor | None:
+        """The variance of the last forward pass if ``log_std`` has not changed since (else None), detached."""
         last = self._last_var
         fresh = last is not None and last[0] is self.log_std and last[1] == self.log_std._version
-        return gaussian_kl_sum(self.mean, self.log_std, prior_std, var=last[2] if fresh else None)
+        return last[2] if fresh else None
+
+    def kl_normal(self, prior_std: float = 1.0) -> torch.Tensor:
+        """Sum of KL(N(mean, std^2) || N(0, prior_std^2))."""
+        return gaussian_kl_sum(self.mean, self.log_std, prior_std, var=self.cached_var())
 
     def kl_scaled_normal(self, log_precision: torch.Tensor) -> torch.Tensor:
         """Sum of KL(N(mean, std^2) || N(0, 1 / exp(log_precision))) without the log-scale term (see the caller)."""
-        last = self._last_var
-        fresh = last is not None and last[0] is self.log_std and last[1] == self.log_std._version
-        return gaussian_kl_to_scaled_normal(self.mean, self.log_std, log_precision, var=last[2] if fresh else None)
+        return gaussian_kl_to_scaled_normal(self.mean, self.log_std, log_precision, var=self.cached_var())
 
 
 @register_family(ScaleMixturePrior)
@@ -319,6 +277,8 @@ class ScaleMixtureFamily(WeightFamily):
         super().__init__(prior, shape)
         zero = torch.zeros((), dtype=init_weight.dtype)
         _add_scale_variables(self, prior, zero, init_log_std)
+        shapes = {k: v.shape for k, v in self.scale_loc.items()}
+        self._kl_plan = ScaleKLPlan.build(self._priors, shapes, self.shape)
         init_std = math.exp(init_log_std)
         with torch.no_grad():
             # Every scale variable starts at 1 (the median of the unit half-Cauchy), so the weights' prior
@@ -371,7 +331,14 @@ class ScaleMixtureFamily(WeightFamily):
         return (mean, var, s, None) if along == "input" else (mean, var, None, s)
 
     def kl(self):
-        scales_kl = _scale_variables_kl(self._priors, self._densities, self.scale_loc, self.scale_log_std)
+        if self._kl_plan is None or self.theta.mean.device.type != "cpu":
+            scales_kl = _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
+        elif self._kl_plan.keys:
+            plan = self._kl_plan
+            locs = [self.scale_loc[k] for k in plan.keys]
+            scales_kl = scale_variables_kl(plan, locs, [self.scale_log_std[k] for k in plan.std_keys])
+        else:
+            scales_kl = 0.0
         return self.theta.kl_normal(self.unit) + scales_kl
 
     @torch.no_grad()
@@ -449,6 +416,8 @@ class CentredScaleMixtureFamily(WeightFamily):
             ones = {k: torch.ones_like(v) for k, v in self.scale_loc.items()}
             self._log_c = math.log(float(torch.as_tensor(prior.effective_scale(ones)).mean()))
         self.theta = _GaussianParameters(init_weight, init_std)
+        shapes = {k: v.shape for k, v in self.scale_loc.items()}
+        self._kl_plan = ScaleKLPlan.build(self._priors, shapes, self.shape, self._exponents, self._log_c)
 
     def _log_scale_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\sum_{ij} E[\log s_{ij}]` and :math:`\log E[s^{-2}]` (broadcastable to the weight)."""
@@ -468,10 +437,21 @@ class CentredScaleMixtureFamily(WeightFamily):
     def sample_factors(self, batch_shape=()):
         return self.theta.mean, self.theta.var(), None, None
 
+    def kernel_inputs(self):
+        """``(plan, locs, log_stds)`` for the KL kernels, or None where they do not apply (see ``_scale_kl``)."""
+        plan = self._kl_plan
+        if plan is None or self.theta.mean.device.type != "cpu":  # the kernels take NumPy views
+            return None
+        return plan, [self.scale_loc[k] for k in plan.keys], [self.scale_log_std[k] for k in plan.std_keys]
+
     def kl(self):
+        inputs = self.kernel_inputs()
+        if inputs is not None:
+            plan, locs, log_stds = inputs
+            return centred_kl(plan, self.theta.mean, self.theta.log_std, self.theta.cached_var(), locs, log_stds)
         total_log_s, log_precision = self._log_scale_moments()
         weights_kl = self.theta.kl_scaled_normal(log_precision) + total_log_s
-        return weights_kl + _scale_variables_kl(self._priors, self._densities, self.scale_loc, self.scale_log_std)
+        return weights_kl + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
 
     @torch.no_grad()
     def posterior_moments(self):
@@ -484,7 +464,7 @@ class CentredScaleMixtureFamily(WeightFamily):
 def _add_scale_variables(family, prior, zero, init_log_std) -> None:
     """Give ``family`` the prior's scale distributions and a log-normal posterior per scale variable.
 
-    Sets ``_priors``, ``_densities`` and the parameters ``scale_loc`` (every scale starting at 1) and
+    Sets ``_priors`` and the parameters ``scale_loc`` (every scale starting at 1) and
     ``scale_log_std`` (none for a type-II point estimate, whose prior is ``None``).
     """
     # Built without argument validation: the KL evaluates their log densities at every step, where the
@@ -495,7 +475,6 @@ def _add_scale_variables(family, prior, zero, init_log_std) -> None:
         family._priors = prior.scale_distributions(family.shape, zero)
     finally:
         torch.distributions.Distribution.set_default_validate_args(previous)
-    family._densities = {k: None if p is None else _log_density_of_log_with_slope(p) for k, p in family._priors.items()}
     family.scale_loc = nn.ParameterDict()
     family.scale_log_std = nn.ParameterDict()
     for key, p in family._priors.items():

@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from probsparse._validation import check_positive_int
-from probsparse.nn._autograd import linear_local_reparam
+from probsparse.nn._autograd import centred_linear_with_kl, linear_local_reparam
 from probsparse.nn.base import BayesianLayer
+from probsparse.nn.families import CentredScaleMixtureFamily
 
 __all__ = ["BayesianLinear"]
 
@@ -121,6 +122,18 @@ class BayesianLinear(BayesianLayer):
 
     def _affine(self, x, weight, bias):
         return F.linear(x, weight, bias)
+
+    def _forward_with_kl(self, x):
+        inputs = self.weight.kernel_inputs() if isinstance(self.weight, CentredScaleMixtureFamily) else None
+        if inputs is None:
+            return None
+        plan, locs, log_stds = inputs
+        theta = self.weight.theta
+        out, kl = centred_linear_with_kl(
+            x.reshape(-1, self.in_features), theta.mean, theta.log_std, self.bias_mean, self.bias_log_std,
+            self.bias_prior_scale, plan, locs, log_stds,
+        )  # fmt: skip
+        return out.reshape(*x.shape[:-1], self.out_features), kl
 
     def _sample_preactivation(self, x, mean_w, var_w, in_scale, out_scale, bias_var):
         if out_scale is not None:

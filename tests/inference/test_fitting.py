@@ -244,6 +244,7 @@ def test_killed_fit_resumes_on_the_same_trajectory(tmp_path, kind):
         assert torch.equal(a, b), name
     assert torch.equal(straight.likelihood.log_scale, resumed.likelihood.log_scale)
     assert resumed.n_epochs == 6 and resumed.epoch_times.shape == (6,)
+    assert resumed.step_times.shape == resumed.losses.shape and (resumed.step_times > 0).all()
 
 
 def test_pyro_model_resume_and_param_store_left_clean(tmp_path):
@@ -554,3 +555,16 @@ def test_particles_average_the_draws_of_a_step():
     assert result.losses[0] == pytest.approx(np.mean([d.loss.item() for d in draws]), rel=1e-12)
     assert result.nll[0] == pytest.approx(np.mean([d.nll.item() for d in draws]), rel=1e-12)
     assert len({d.nll.item() for d in draws}) == 3  # three different draws were averaged
+
+
+def test_history_from_a_checkpoint_without_step_times_gets_nan_step_times():
+    from probsparse.inference.fitting import _History
+
+    saved = _History()
+    saved.losses, saved.nlls, saved.kls = [1.0, 0.5], [1.0, 0.4], [2.0, 1.0]
+    saved.kl_weights, saved.lrs = [1.0, 1.0], [0.1, 0.1]
+    state = {k: v for k, v in saved.state().items() if k != "step_times"}
+    restored = _History()
+    restored.load(state)
+    assert restored.losses == [1.0, 0.5] and len(restored.step_times) == 2
+    assert all(math.isnan(t) for t in restored.step_times)

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-KERNEL_TESTS = ["test_sbl_updates.py", "test_sparse_matmul.py", "test_kronecker_products.py"]
+KERNEL_TESTS = [
+    "test_sbl_updates.py",
+    "test_sparse_matmul.py",
+    "test_kronecker_products.py",
+    "test_scale_mixture_kl.py",
+]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,7 +1,5 @@
 """The hand-written backward passes of ``probsparse.nn._autograd`` against autograd on the plain formulas (float64)."""
 
-import math
-
 import pytest
 import torch
 
@@ -11,9 +9,7 @@ from probsparse.nn._autograd import (
     gaussian_kl_sum,
     gaussian_kl_to_scaled_normal,
     linear_local_reparam,
-    log_normal_kl,
 )
-from probsparse.nn.families import _hermite_rule, _log_density_of_log, _log_density_of_log_with_slope
 from probsparse.priors import GroupHorseshoe
 
 DOUBLE = torch.float64
@@ -32,8 +28,9 @@ def test_exp_twice_value_and_gradient():
 
 @pytest.mark.parametrize("prior_std", [1.0, 0.3])
 @pytest.mark.parametrize("given_var", [False, True])
-def test_gaussian_kl_sum_matches_torch_distributions(prior_std, given_var):
-    mean, log_std = _leaf(5, 3, seed=1), _leaf(5, 3, scale=0.5, shift=-1.0, seed=2)
+@pytest.mark.parametrize("rows", [5, 1000], ids=["numpy_path", "tensor_path"])  # 4096 entries and fewer: NumPy
+def test_gaussian_kl_sum_matches_torch_distributions(prior_std, given_var, rows):
+    mean, log_std = _leaf(rows, 5, seed=1), _leaf(rows, 5, scale=0.5, shift=-1.0, seed=2)
     var = (2.0 * log_std).exp().detach() if given_var else None
     q = torch.distributions.Normal(mean, log_std.exp())
     p = torch.distributions.Normal(torch.zeros((), dtype=DOUBLE), torch.tensor(prior_std, dtype=DOUBLE))
@@ -59,76 +56,6 @@ def test_gaussian_kl_to_scaled_normal_is_the_kl_without_its_log_scale_term(preci
     assert torch.autograd.gradcheck(gaussian_kl_to_scaled_normal, (mean, log_std, log_precision))
     var = (2.0 * log_std).exp().detach()
     torch.testing.assert_close(gaussian_kl_to_scaled_normal(mean, log_std, log_precision, var=var), reference)
-
-
-@pytest.mark.parametrize(
-    "prior",
-    [
-        torch.distributions.HalfCauchy(torch.tensor(0.1, dtype=DOUBLE)),
-        torch.distributions.InverseGamma(torch.tensor(2.5, dtype=DOUBLE), torch.tensor(1.5, dtype=DOUBLE)),
-        torch.distributions.Gamma(torch.tensor(0.7, dtype=DOUBLE), torch.tensor(2.0, dtype=DOUBLE)),
-    ],
-    ids=["half_cauchy", "inverse_gamma", "gamma"],
-)
-def test_log_normal_kl_matches_autograd_on_the_quadrature(prior):
-    loc, log_std = _leaf(1, 6, seed=3), _leaf(1, 6, scale=0.3, shift=-0.5, seed=4)
-    nodes, weights = _hermite_rule(DOUBLE, loc.dim())
-    density = _log_density_of_log_with_slope(prior)
-    u = torch.linspace(-3.0, 3.0, 7, dtype=DOUBLE, requires_grad=True)
-    value, slope = density(u)
-    torch.testing.assert_close(value, _log_density_of_log(prior, u))
-    torch.testing.assert_close(slope, torch.autograd.grad(_log_density_of_log(prior, u).sum(), u)[0])
-
-    def reference(loc, log_std):
-        expected = (weights * _log_density_of_log(prior, loc + log_std.exp() * nodes)).sum(0)
-        return -(expected + 0.5 * math.log(2 * math.pi * math.e) + log_std).sum()
-
-    torch.testing.assert_close(log_normal_kl(loc, log_std, density, nodes, weights), reference(loc, log_std))
-    assert torch.autograd.gradcheck(lambda m, s: log_normal_kl(m, s, density, nodes, weights), (loc, log_std))
-
-
-def test_log_normal_kl_with_one_draw_matches_autograd_on_the_same_draw():
-    prior = torch.distributions.HalfCauchy(torch.tensor(0.3, dtype=DOUBLE))
-    loc, log_std = _leaf(3, 5, seed=16), _leaf(3, 5, scale=0.3, shift=-0.5, seed=17)
-    density = _log_density_of_log_with_slope(prior)
-
-    def one_draw(loc, log_std):
-        with torch.random.fork_rng():
-            torch.manual_seed(4)
-            return log_normal_kl(loc, log_std, density)
-
-    with torch.random.fork_rng():
-        torch.manual_seed(4)
-        eps = torch.randn(3, 5, dtype=DOUBLE)
-    u = loc + log_std.exp() * eps
-    reference = -(_log_density_of_log(prior, u) + 0.5 * math.log(2 * math.pi * math.e) + log_std).sum()
-    torch.testing.assert_close(one_draw(loc, log_std), reference)
-    got = torch.autograd.grad(one_draw(loc, log_std), (loc, log_std))
-    want = torch.autograd.grad(reference, (loc, log_std))
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w)
-    assert torch.autograd.gradcheck(one_draw, (loc, log_std))
-
-
-def test_log_normal_kl_is_the_kl_of_the_log_normal_to_an_inverse_gamma():
-    # KL(LogNormal(m, s) || InvGamma(a, b)) by Monte Carlo in float64, against the 10-point quadrature.
-    a, b, m, s = 3.0, 2.0, 0.2, 0.4
-    prior = torch.distributions.InverseGamma(torch.tensor(a, dtype=DOUBLE), torch.tensor(b, dtype=DOUBLE))
-    nodes, weights = _hermite_rule(DOUBLE, 1)
-    loc, log_std = torch.tensor([m], dtype=DOUBLE), torch.tensor([math.log(s)], dtype=DOUBLE)
-    quadrature = log_normal_kl(loc, log_std, _log_density_of_log_with_slope(prior), nodes, weights)
-    q = torch.distributions.LogNormal(torch.tensor(m, dtype=DOUBLE), torch.tensor(s, dtype=DOUBLE))
-    torch.manual_seed(0)
-    draws = q.sample(torch.Size([400_000]))
-    monte_carlo = (q.log_prob(draws) - prior.log_prob(draws)).mean()
-    assert abs(float(quadrature) - float(monte_carlo)) < 5e-3
-
-
-def test_priors_with_learnable_parameters_get_no_closed_form_slope():
-    scale = torch.tensor(1.0, requires_grad=True)
-    assert _log_density_of_log_with_slope(torch.distributions.HalfCauchy(scale)) is None
-    assert _log_density_of_log_with_slope(torch.distributions.InverseGamma(scale, 1.0)) is None
-    assert _log_density_of_log_with_slope(torch.distributions.LogNormal(0.0, 1.0)) is None
 
 
 def _reference_lrt(x, mean, var, bias_mean, bias_var, scale, noise):

@@ -8,6 +8,7 @@ from torch.distributions import Bernoulli, LogNormal, kl_divergence
 from torch.distributions import Normal as TorchNormal
 
 from probsparse.nn import families
+from probsparse.nn._scale_kl import QUADRATURE_MAX_ENTRIES
 from probsparse.nn.families import (
     CentredScaleMixtureFamily,
     GroupNJFamily,
@@ -175,10 +176,10 @@ def test_scale_kl_of_a_large_variable_is_an_unbiased_one_draw_estimate(monkeypat
     # its average over calls must be the quadrature value.
     shape = torch.Size((40, 150))
     family = _spread(_family(Horseshoe(0.3), shape=shape), scale_std=(0.2, 1.0))
-    assert family.scale_loc["lambda"].numel() > families._QUADRATURE_MAX_ENTRIES
+    assert family.scale_loc["lambda"].numel() > QUADRATURE_MAX_ENTRIES
     with torch.no_grad():
         draws = torch.stack([family.kl() for _ in range(400)])
-        monkeypatch.setattr(families, "_QUADRATURE_MAX_ENTRIES", shape.numel())
+        monkeypatch.setattr(families, "QUADRATURE_MAX_ENTRIES", shape.numel())
         quadrature = family.kl()
     assert draws.std() > 0  # the estimate is random
     assert abs(draws.mean() - quadrature) < 5 * draws.std() / math.sqrt(len(draws))

@@ -1,0 +1,264 @@
+r"""A layer's scale-variable KL terms in one Numba call (:mod:`probsparse.kernels.scale_mixture_kl`).
+
+Written with tensor operations, the KL of a layer's few small scale variables (a global :math:`\tau`, one
+:math:`\lambda` per input neuron) costs a few hundred operator dispatches per training step, more than the
+layer's matrix products on LeNet-300-100. :class:`ScaleKLPlan` fixes, once per family, how the variables are laid
+out for the kernels; the autograd functions here pass the parameters to the kernel as NumPy views and return
+its analytic gradient.
+
+A plan exists only for priors the kernels know with constant parameters (half-Cauchy, Gamma, inverse-Gamma, or
+``None`` for a type-II point estimate) and for variables (and, in the centred family, weight groups) of at most
+4096 entries; :func:`ScaleKLPlan.build` returns ``None`` otherwise and the family falls back to tensor operations
+(which are vectorised: the kernels' scalar ``exp`` would cost more on a scale per weight of a large layer).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from probsparse.kernels import scale_mixture_kl as kernels
+
+# Gauss-Hermite rule for E_{N(0, 1)}[f(x)]: nodes sqrt(2) x_j, weights w_j / sqrt(pi).
+_HERMITE_X, _HERMITE_W = np.polynomial.hermite.hermgauss(10)
+HERMITE_NODES = math.sqrt(2.0) * _HERMITE_X
+HERMITE_WEIGHTS = _HERMITE_W / math.sqrt(math.pi)
+# Scale variables with more entries than this (one per weight of a large layer) get a one-draw Monte Carlo
+# estimate of E_q[log p] instead of the quadrature (in the tensor code of families.py: unbiased, and 10x cheaper
+# where it matters); the kernels take only variables and weight groups up to this size.
+QUADRATURE_MAX_ENTRIES = 4096
+
+
+def _constant(value: torch.Tensor) -> float | None:
+    """The single value of a parameter tensor that is constant (no gradient, every entry equal), else None."""
+    value = torch.as_tensor(value)
+    if value.requires_grad or value.numel() == 0:
+        return None
+    first = value.reshape(-1)[0]
+    return float(first) if bool((value == first).all()) else None
+
+
+def _prior_numbers(prior) -> tuple[int, float, float, float] | None:
+    """``(kind, a, b, const)`` of a scale prior for the kernels (module docstring there), or None."""
+    if prior is None:
+        return kernels.POINT_ESTIMATE, 0.0, 0.0, 0.0
+    if isinstance(prior, torch.distributions.HalfCauchy):
+        scale = _constant(prior.scale)
+        if scale is None:
+            return None
+        return kernels.HALF_CAUCHY, math.log(scale), 0.0, math.log(2.0 / math.pi) - math.log(scale)
+    if isinstance(prior, (torch.distributions.Gamma, torch.distributions.InverseGamma)):
+        a, b = _constant(prior.concentration), _constant(prior.rate)
+        if a is None or b is None:
+            return None
+        kind = kernels.GAMMA if isinstance(prior, torch.distributions.Gamma) else kernels.INVERSE_GAMMA
+        return kind, a, b, a * math.log(b) - math.lgamma(a)
+    return None
+
+
+class ScaleKLPlan:
+    """How one family's scale variables (and, for the centred family, its weights' groups) meet the kernels.
+
+    Parameters
+    ----------
+    priors : dict of {str : Distribution or None}
+        The prior of each scale variable (``None``: a type-II point estimate).
+    shapes : dict of {str : torch.Size}
+        Each variable's shape (broadcastable to the weight's).
+    weight_shape : torch.Size
+    exponents : dict of {str : float}, optional
+        :math:`p_k` of :math:`s = c_0 \\prod_k \\phi_k^{p_k}` (the centred family).
+    log_c : float
+        :math:`\\log c_0`.
+    """
+
+    def __init__(self, numbers, shapes, weight_shape, exponents=None, log_c=0.0):
+        self.keys = list(shapes)
+        self.std_keys = [k for k in self.keys if numbers[k][0] != kernels.POINT_ESTIMATE]
+        self.shapes = [torch.Size(shapes[k]) for k in self.keys]
+        sizes = [s.numel() for s in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.sizes = sizes
+        self.kinds = np.array([numbers[k][0] for k in self.keys], dtype=np.int64)
+        self.prior_a, self.prior_b, self.prior_const = (
+            np.array([numbers[k][i] for k in self.keys], dtype=np.float64) for i in (1, 2, 3)
+        )
+        self.n_entries = int(self.offsets[-1])
+        self.weight_shape = torch.Size(weight_shape)
+        if exponents is None:
+            return
+        ndim = len(self.weight_shape)
+        self.group_shape = torch.broadcast_shapes((1,) * ndim, *self.shapes)
+        self.reduce_dims = [d for d in range(ndim) if self.group_shape[d] == 1 and self.weight_shape[d] > 1]
+        self.exponents = np.array([exponents[k] for k in self.keys], dtype=np.float64)
+        self.repeats = np.array([self.weight_shape.numel() // n for n in sizes], dtype=np.float64)
+        self.shape_array = np.array(self.group_shape, dtype=np.int64)
+        self.strides = np.zeros((len(self.keys), ndim), dtype=np.int64)
+        for k, shape in enumerate(self.shapes):
+            step = 1
+            for d in range(ndim - 1, -1, -1):
+                self.strides[k, d] = step if shape[d] > 1 else 0
+                step *= shape[d]
+        self.log_c = float(log_c)
+
+    @classmethod
+    def build(cls, priors, shapes, weight_shape, exponents=None, log_c=0.0) -> ScaleKLPlan | None:
+        """The plan, or ``None`` where a prior is not one the kernels know with constant parameters."""
+        numbers = {k: _prior_numbers(p) for k, p in priors.items()}
+        if any(n is None for n in numbers.values()):
+            return None
+        if any(torch.Size(s).numel() > QUADRATURE_MAX_ENTRIES for s in shapes.values()):
+            return None
+        if exponents is not None:
+            groups = torch.broadcast_shapes((1,) * len(weight_shape), *shapes.values())
+            if set(exponents) != set(shapes) or groups.numel() > QUADRATURE_MAX_ENTRIES:
+                return None
+        return cls(numbers, shapes, weight_shape, exponents, log_c)
+
+    def pack(self, locs, log_stds) -> tuple[np.ndarray, np.ndarray]:
+        """Concatenated ``loc`` and ``log_std`` (zeros for point estimates), as the kernels take them."""
+        loc = np.concatenate([t.detach().reshape(-1).numpy() for t in locs])
+        by_key = dict(zip(self.std_keys, log_stds, strict=True))
+        log_std = np.concatenate(
+            [
+                by_key[k].detach().reshape(-1).numpy() if k in by_key else np.zeros(n, dtype=loc.dtype)
+                for k, n in zip(self.keys, self.sizes, strict=True)
+            ]
+        )
+        return loc, log_std
+
+    def unpack(self, grad_loc, grad_log_std, scale, dtype) -> list[torch.Tensor]:
+        """``scale`` times the kernels' gradients, split back into one tensor per loc and per log_std."""
+        if not self.keys:
+            return []
+        factor = float(scale)
+        grads = []
+        for flat, keys in ((grad_loc, self.keys), (grad_log_std, self.std_keys)):
+            flat = torch.from_numpy((flat * factor).astype(_numpy_dtype(dtype), copy=False))
+            for k in keys:
+                index = self.keys.index(k)
+                start = int(self.offsets[index])
+                grads.append(flat[start : start + self.sizes[index]].view(self.shapes[index]))
+        return grads
+
+
+@functools.cache
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+class _ScaleVariablesKL(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan, *params):
+        locs, log_stds = params[: len(plan.keys)], params[len(plan.keys) :]
+        loc, log_std = plan.pack(locs, log_stds)
+        grad_loc, grad_log_std = np.zeros(plan.n_entries), np.zeros(plan.n_entries)
+        value = kernels.scale_variables_kl(
+            plan.kinds, plan.prior_a, plan.prior_b, plan.prior_const, plan.offsets, loc, log_std, HERMITE_NODES,
+            HERMITE_WEIGHTS, grad_loc, grad_log_std,
+        )  # fmt: skip
+        ctx.plan, ctx.grads = plan, (grad_loc, grad_log_std)
+        return torch.tensor(value, dtype=locs[0].dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, *ctx.plan.unpack(*ctx.grads, grad, grad.dtype)
+
+
+def scale_variables_kl(plan: ScaleKLPlan, locs, log_stds) -> torch.Tensor:
+    r""":math:`\sum_k \mathrm{KL}(q(\phi_k) \,\|\, p_k)` for log-normal :math:`q`, in the variables' order of ``plan``.
+
+    Parameters
+    ----------
+    plan : ScaleKLPlan
+    locs : sequence of torch.Tensor
+        :math:`m_k`, one per ``plan.keys``.
+    log_stds : sequence of torch.Tensor
+        :math:`\ell_k`, one per ``plan.std_keys``.
+    """
+    return _ScaleVariablesKL.apply(plan, *locs, *log_stds)
+
+
+def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds):
+    """The centred family's KL (see :func:`centred_kl`) without autograd, with what its gradient needs.
+
+    Returns
+    -------
+    kl : torch.Tensor
+        Shape ().
+    precision : torch.Tensor
+        :math:`E[s^{-2}]` of each weight group, shape ``plan.group_shape``: the gradient of the KL in the
+        weights is ``mean * precision`` and ``var * precision - 1`` (in ``log_std``).
+    scale_grads : tuple of ndarray
+        The gradient in the scale variables' concatenated ``loc`` and ``log_std`` (see :meth:`ScaleKLPlan.unpack`).
+    """
+    second_moment = _second_moment(mean, var, plan)
+    loc, scale_log_std = plan.pack(locs, log_stds) if plan.keys else (np.zeros(0),) * 2
+    grad_loc, grad_log_std = np.zeros(plan.n_entries), np.zeros(plan.n_entries)
+    precision = np.empty(second_moment.numel(), dtype=second_moment.numpy().dtype)
+    value = kernels.centred_scale_mixture_kl(
+        second_moment.reshape(-1).numpy(), plan.shape_array, plan.strides, plan.exponents, plan.repeats,
+        plan.log_c, plan.kinds, plan.prior_a, plan.prior_b, plan.prior_const, plan.offsets, loc, scale_log_std,
+        HERMITE_NODES, HERMITE_WEIGHTS, precision, grad_loc, grad_log_std,
+    )  # fmt: skip
+    n = mean.numel()
+    # The weights' own terms: -sum log sigma - n / 2 + n log c0 (E[log s] beyond log c0 is in the kernel's value).
+    kl = log_std.detach().sum().neg_().add_(value + n * (plan.log_c - 0.5))
+    return kl, torch.from_numpy(precision).reshape(plan.group_shape), (grad_loc, grad_log_std)
+
+
+class _CentredKL(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan, mean, log_std, var, *params):
+        if var is None:
+            var = torch.exp(log_std).square_()
+        n_keys = len(plan.keys)
+        kl, precision, ctx.grads = centred_kl_parts(plan, mean, log_std, var, params[:n_keys], params[n_keys:])
+        ctx.save_for_backward(mean, var, precision)
+        ctx.plan = plan
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad):
+        mean, var, precision = ctx.saved_tensors
+        scaled = precision * grad
+        grad_mean = torch.mul(mean, scaled) if ctx.needs_input_grad[1] else None
+        # d/d log_std of (var * precision / 2 - log_std) is var * precision - 1.
+        grad_log_std = torch.addcmul(-grad, var, scaled) if ctx.needs_input_grad[2] else None
+        return None, grad_mean, grad_log_std, None, *ctx.plan.unpack(*ctx.grads, grad, grad.dtype)
+
+
+def _second_moment(mean: torch.Tensor, var: torch.Tensor, plan: ScaleKLPlan) -> torch.Tensor:
+    """:math:`\\sum (\\sigma^2 + \\mu^2)` over each precision group, contiguous, of shape ``plan.group_shape``."""
+    dims = plan.reduce_dims
+    if not dims:
+        return torch.addcmul(var, mean, mean)
+    if len(dims) == 1:  # a row or column sum: no weight-sized temporary
+        (dim,) = dims
+        return var.sum(dim, keepdim=True).add_(torch.linalg.vecdot(mean, mean, dim=dim).unsqueeze(dim))
+    return torch.addcmul(var, mean, mean).sum(dims, keepdim=True)
+
+
+def centred_kl(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds) -> torch.Tensor:
+    r"""The centred family's KL (:class:`~probsparse.nn.families.CentredScaleMixtureFamily`), a scalar.
+
+    .. math::
+
+        \sum \Big(E[\log s] - \ell + \tfrac12 (e^{2\ell} + \mu^2)\, E[s^{-2}] - \tfrac12\Big)
+        + \sum_k \mathrm{KL}(q(\phi_k) \,\|\, p_k).
+
+    Parameters
+    ----------
+    plan : ScaleKLPlan
+        Built with ``exponents``.
+    mean, log_std : torch.Tensor
+        The weights' :math:`\mu` and :math:`\ell`, shape ``plan.weight_shape``.
+    var : torch.Tensor or None
+        :math:`e^{2\ell}` if already at hand (a constant here).
+    locs, log_stds : sequence of torch.Tensor
+        As for :func:`scale_variables_kl`.
+    """
+    return _CentredKL.apply(plan, mean, log_std, None if var is None else var.detach(), *locs, *log_stds)
