@@ -75,6 +75,7 @@ __all__ = [
     "POINT_ESTIMATE",
     "centred_scale_mixture_kl",
     "scale_variables_kl",
+    "weight_second_moments",
 ]
 
 
@@ -233,3 +234,44 @@ def centred_scale_mixture_kl(
     return total + scale_variables_kl(
         kinds, prior_a, prior_b, prior_const, offsets, loc, log_std, nodes, weights, grad_loc, grad_log_std
     )
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def weight_second_moments(mean, var, second_moment):
+    r"""Group sums of :math:`\sigma^2 + \mu^2` over a matrix of weights, into ``second_moment``.
+
+    One pass over the two weight-sized arrays (tensor operations take three, and a temporary), summed in float64.
+
+    Parameters
+    ----------
+    mean, var : ndarray, shape (O, I)
+        :math:`\mu` and :math:`\sigma^2`.
+    second_moment : ndarray, shape (G0, G1)
+        Output, with ``G0`` 1 or O and ``G1`` 1 or I: the sums over the dims of size 1 (group shape ``(1, I)``:
+        one sum per column).
+    """
+    n_out, n_in = mean.shape
+    by_row, by_column = second_moment.shape[0] > 1, second_moment.shape[1] > 1
+    # One plain loop per group shape: a branch in the inner loop would keep it from being vectorised.
+    if by_row and by_column:
+        for i in range(n_out):
+            for j in range(n_in):
+                second_moment[i, j] = var[i, j] + mean[i, j] * mean[i, j]
+    elif by_column:
+        sums = np.zeros(n_in)
+        for i in range(n_out):
+            for j in range(n_in):
+                sums[j] += float(var[i, j]) + float(mean[i, j]) * float(mean[i, j])
+        for j in range(n_in):
+            second_moment[0, j] = sums[j]
+    else:
+        total = 0.0
+        for i in range(n_out):
+            row = 0.0
+            for j in range(n_in):
+                row += float(var[i, j]) + float(mean[i, j]) * float(mean[i, j])
+            if by_row:
+                second_moment[i, 0] = row
+            total += row
+        if not by_row:
+            second_moment[0, 0] = total

@@ -253,8 +253,10 @@ def linear_local_reparam(
 
 class _CentredLinearWithKL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, mean, log_std, bias_mean, bias_log_std, bias_prior_std, plan, *scale_params):
+    def forward(ctx, x, mean, log_std, bias_mean, bias_log_std, bias_prior_std, plan, scale_loc, scale_log_std):
         var = torch.exp(log_std).square_()
+        # The KL first, while log_std and var are in cache.
+        kl, precision, ctx.scale_grads = centred_kl_parts(plan, mean, log_std, var, scale_loc, scale_log_std)
         x_sq = x.square()
         out = torch.nn.functional.linear(x, mean, bias_mean)
         bias_var = None if bias_log_std is None else torch.exp(bias_log_std).square_()
@@ -265,9 +267,6 @@ class _CentredLinearWithKL(torch.autograd.Function):
         # a bias, or weight variances that underflow) it is large but finite, and every gradient it feeds is then
         # multiplied by a zero (the input or the weight variances).
         twice_slope = noise.div_(std)
-        n_keys = len(plan.keys)
-        locs, log_stds = scale_params[:n_keys], scale_params[n_keys:]
-        kl, precision, ctx.scale_grads = centred_kl_parts(plan, mean, log_std, var, locs, log_stds)
         ctx.bias_grads = None
         if bias_mean is not None:  # the bias's Gaussian KL, small: NumPy (see _GaussianKLSum)
             m, v = bias_mean.detach().numpy(), bias_var.numpy()
@@ -277,7 +276,7 @@ class _CentredLinearWithKL(torch.autograd.Function):
             kl += float(0.5 * inv_prior_var * (v.sum() + m @ m) - bias_log_std.detach().numpy().sum() + constant)
             ctx.bias_grads = (m * inv_prior_var, v * inv_prior_var - 1.0)
         ctx.save_for_backward(x, x_sq, mean, var, bias_var, twice_slope, precision)
-        ctx.plan = plan
+        ctx.plan, ctx.scale_like, ctx.has_scale_log_std = plan, scale_loc, scale_log_std is not None
         return out, kl
 
     @staticmethod
@@ -301,11 +300,11 @@ class _CentredLinearWithKL(torch.autograd.Function):
                 grad_bias_mean = grad.sum(0).add_(kl_mean)
             if need_bias_log_std:  # bias_var * (2 dL/dvar) + KL part
                 grad_bias_log_std = grad_var_out.sum(0).mul_(bias_var).add_(kl_log_std)
-        scale_grads = ctx.plan.unpack(*ctx.scale_grads, grad_kl, grad_kl.dtype)
+        scale_grads = ctx.plan.gradients(*ctx.scale_grads, grad_kl, ctx.scale_like, ctx.has_scale_log_std)
         return grad_x, grad_mean, grad_log_std, grad_bias_mean, grad_bias_log_std, None, None, *scale_grads
 
 
-def centred_linear_with_kl(x, mean, log_std, bias_mean, bias_log_std, bias_prior_std, plan, locs, log_stds):
+def centred_linear_with_kl(x, mean, log_std, bias_mean, bias_log_std, bias_prior_std, plan, scale_loc, scale_log_std):
     r"""A linear layer's local-reparameterisation draw and its whole KL, in one pass (centred family).
 
     .. math::
@@ -330,8 +329,8 @@ def centred_linear_with_kl(x, mean, log_std, bias_mean, bias_log_std, bias_prior
         :math:`\sigma_b`.
     plan : probsparse.nn._scale_kl.ScaleKLPlan
         The family's plan (built with exponents).
-    locs, log_stds : sequence of torch.Tensor
-        The scale variables, in the order of ``plan.keys`` and ``plan.std_keys``.
+    scale_loc, scale_log_std : torch.Tensor or None
+        The flat parameters of the family's :class:`~probsparse.nn.families.ScaleVariables`.
 
     Returns
     -------
@@ -341,5 +340,5 @@ def centred_linear_with_kl(x, mean, log_std, bias_mean, bias_log_std, bias_prior
         Shape ().
     """
     return _CentredLinearWithKL.apply(
-        x, mean, log_std, bias_mean, bias_log_std, float(bias_prior_std), plan, *locs, *log_stds
+        x, mean, log_std, bias_mean, bias_log_std, float(bias_prior_std), plan, scale_loc, scale_log_std
     )

@@ -62,8 +62,11 @@ def _prior_numbers(prior) -> tuple[int, float, float, float] | None:
 class ScaleKLPlan:
     """How one family's scale variables (and, for the centred family, its weights' groups) meet the kernels.
 
-    Parameters
-    ----------
+    Made by :meth:`build`. The variables are concatenated in the order of ``shapes``, as
+    :class:`~probsparse.nn.families.ScaleVariables` stores them.
+
+    Parameters of :meth:`build`
+    ---------------------------
     priors : dict of {str : Distribution or None}
         The prior of each scale variable (``None``: a type-II point estimate).
     shapes : dict of {str : torch.Size}
@@ -77,11 +80,9 @@ class ScaleKLPlan:
 
     def __init__(self, numbers, shapes, weight_shape, exponents=None, log_c=0.0):
         self.keys = list(shapes)
-        self.std_keys = [k for k in self.keys if numbers[k][0] != kernels.POINT_ESTIMATE]
         self.shapes = [torch.Size(shapes[k]) for k in self.keys]
         sizes = [s.numel() for s in self.shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.sizes = sizes
         self.kinds = np.array([numbers[k][0] for k in self.keys], dtype=np.int64)
         self.prior_a, self.prior_b, self.prior_const = (
             np.array([numbers[k][i] for k in self.keys], dtype=np.float64) for i in (1, 2, 3)
@@ -118,31 +119,23 @@ class ScaleKLPlan:
                 return None
         return cls(numbers, shapes, weight_shape, exponents, log_c)
 
-    def pack(self, locs, log_stds) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenated ``loc`` and ``log_std`` (zeros for point estimates), as the kernels take them."""
-        loc = np.concatenate([t.detach().reshape(-1).numpy() for t in locs])
-        by_key = dict(zip(self.std_keys, log_stds, strict=True))
-        log_std = np.concatenate(
-            [
-                by_key[k].detach().reshape(-1).numpy() if k in by_key else np.zeros(n, dtype=loc.dtype)
-                for k, n in zip(self.keys, self.sizes, strict=True)
-            ]
-        )
-        return loc, log_std
+    def arrays(self, loc, log_std) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' ``loc`` and ``log_std`` from the flat parameters of
+        :class:`~probsparse.nn.families.ScaleVariables` (NumPy views; zeros where there is no ``log_std``)."""
+        if loc is None:
+            return np.zeros(0), np.zeros(0)
+        loc = loc.detach().numpy()
+        return loc, np.zeros_like(loc) if log_std is None else log_std.detach().numpy()
 
-    def unpack(self, grad_loc, grad_log_std, scale, dtype) -> list[torch.Tensor]:
-        """``scale`` times the kernels' gradients, split back into one tensor per loc and per log_std."""
-        if not self.keys:
-            return []
+    def gradients(self, grad_loc, grad_log_std, scale, like, has_log_std) -> tuple:
+        """``scale`` times the kernels' gradients, as tensors of ``like``'s dtype (None for an absent parameter)."""
+        if like is None:
+            return None, None
         factor = float(scale)
-        grads = []
-        for flat, keys in ((grad_loc, self.keys), (grad_log_std, self.std_keys)):
-            flat = torch.from_numpy((flat * factor).astype(_numpy_dtype(dtype), copy=False))
-            for k in keys:
-                index = self.keys.index(k)
-                start = int(self.offsets[index])
-                grads.append(flat[start : start + self.sizes[index]].view(self.shapes[index]))
-        return grads
+        dtype = _numpy_dtype(like.dtype)
+        grads = (torch.from_numpy((g * factor).astype(dtype, copy=False)) for g in (grad_loc, grad_log_std))
+        grad_loc, grad_log_std = grads
+        return grad_loc, grad_log_std if has_log_std else None
 
 
 @functools.cache
@@ -152,37 +145,35 @@ def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
 
 class _ScaleVariablesKL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan, *params):
-        locs, log_stds = params[: len(plan.keys)], params[len(plan.keys) :]
-        loc, log_std = plan.pack(locs, log_stds)
+    def forward(ctx, plan, loc, log_std):
+        loc_array, log_std_array = plan.arrays(loc, log_std)
         grad_loc, grad_log_std = np.zeros(plan.n_entries), np.zeros(plan.n_entries)
         value = kernels.scale_variables_kl(
-            plan.kinds, plan.prior_a, plan.prior_b, plan.prior_const, plan.offsets, loc, log_std, HERMITE_NODES,
-            HERMITE_WEIGHTS, grad_loc, grad_log_std,
+            plan.kinds, plan.prior_a, plan.prior_b, plan.prior_const, plan.offsets, loc_array, log_std_array,
+            HERMITE_NODES, HERMITE_WEIGHTS, grad_loc, grad_log_std,
         )  # fmt: skip
-        ctx.plan, ctx.grads = plan, (grad_loc, grad_log_std)
-        return torch.tensor(value, dtype=locs[0].dtype)
+        ctx.plan, ctx.grads, ctx.like, ctx.has_log_std = plan, (grad_loc, grad_log_std), loc, log_std is not None
+        return torch.tensor(value, dtype=loc.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, *ctx.plan.unpack(*ctx.grads, grad, grad.dtype)
+        return None, *ctx.plan.gradients(*ctx.grads, grad, ctx.like, ctx.has_log_std)
 
 
-def scale_variables_kl(plan: ScaleKLPlan, locs, log_stds) -> torch.Tensor:
-    r""":math:`\sum_k \mathrm{KL}(q(\phi_k) \,\|\, p_k)` for log-normal :math:`q`, in the variables' order of ``plan``.
+def scale_variables_kl(plan: ScaleKLPlan, loc: torch.Tensor, log_std: torch.Tensor | None) -> torch.Tensor:
+    r""":math:`\sum_k \mathrm{KL}(q(\phi_k) \,\|\, p_k)` for log-normal :math:`q`, a scalar.
 
     Parameters
     ----------
     plan : ScaleKLPlan
-    locs : sequence of torch.Tensor
-        :math:`m_k`, one per ``plan.keys``.
-    log_stds : sequence of torch.Tensor
-        :math:`\ell_k`, one per ``plan.std_keys``.
+    loc, log_std : torch.Tensor
+        The flat parameters of :class:`~probsparse.nn.families.ScaleVariables` (``log_std`` None when every variable
+        is a point estimate), laid out as ``plan``.
     """
-    return _ScaleVariablesKL.apply(plan, *locs, *log_stds)
+    return _ScaleVariablesKL.apply(plan, loc, log_std)
 
 
-def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds):
+def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, scale_loc, scale_log_std):
     """The centred family's KL (see :func:`centred_kl`) without autograd, with what its gradient needs.
 
     Returns
@@ -193,10 +184,12 @@ def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds):
         :math:`E[s^{-2}]` of each weight group, shape ``plan.group_shape``: the gradient of the KL in the
         weights is ``mean * precision`` and ``var * precision - 1`` (in ``log_std``).
     scale_grads : tuple of ndarray
-        The gradient in the scale variables' concatenated ``loc`` and ``log_std`` (see :meth:`ScaleKLPlan.unpack`).
+        The gradient in ``scale_loc`` and ``scale_log_std`` (see :meth:`ScaleKLPlan.gradients`).
     """
+    # Right after var = exp(2 log_std) (the callers' order), log_std and var are still in cache.
+    sum_log_std = float(log_std.detach().sum())
     second_moment = _second_moment(mean, var, plan)
-    loc, scale_log_std = plan.pack(locs, log_stds) if plan.keys else (np.zeros(0),) * 2
+    loc, scale_log_std = plan.arrays(scale_loc, scale_log_std)
     grad_loc, grad_log_std = np.zeros(plan.n_entries), np.zeros(plan.n_entries)
     precision = np.empty(second_moment.numel(), dtype=second_moment.numpy().dtype)
     value = kernels.centred_scale_mixture_kl(
@@ -206,19 +199,18 @@ def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds):
     )  # fmt: skip
     n = mean.numel()
     # The weights' own terms: -sum log sigma - n / 2 + n log c0 (E[log s] beyond log c0 is in the kernel's value).
-    kl = log_std.detach().sum().neg_().add_(value + n * (plan.log_c - 0.5))
+    kl = torch.tensor(value - sum_log_std + n * (plan.log_c - 0.5), dtype=mean.dtype)
     return kl, torch.from_numpy(precision).reshape(plan.group_shape), (grad_loc, grad_log_std)
 
 
 class _CentredKL(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan, mean, log_std, var, *params):
+    def forward(ctx, plan, mean, log_std, var, scale_loc, scale_log_std):
         if var is None:
             var = torch.exp(log_std).square_()
-        n_keys = len(plan.keys)
-        kl, precision, ctx.grads = centred_kl_parts(plan, mean, log_std, var, params[:n_keys], params[n_keys:])
+        kl, precision, ctx.grads = centred_kl_parts(plan, mean, log_std, var, scale_loc, scale_log_std)
         ctx.save_for_backward(mean, var, precision)
-        ctx.plan = plan
+        ctx.plan, ctx.like, ctx.has_log_std = plan, scale_loc, scale_log_std is not None
         return kl
 
     @staticmethod
@@ -228,11 +220,15 @@ class _CentredKL(torch.autograd.Function):
         grad_mean = torch.mul(mean, scaled) if ctx.needs_input_grad[1] else None
         # d/d log_std of (var * precision / 2 - log_std) is var * precision - 1.
         grad_log_std = torch.addcmul(-grad, var, scaled) if ctx.needs_input_grad[2] else None
-        return None, grad_mean, grad_log_std, None, *ctx.plan.unpack(*ctx.grads, grad, grad.dtype)
+        return None, grad_mean, grad_log_std, None, *ctx.plan.gradients(*ctx.grads, grad, ctx.like, ctx.has_log_std)
 
 
 def _second_moment(mean: torch.Tensor, var: torch.Tensor, plan: ScaleKLPlan) -> torch.Tensor:
     """:math:`\\sum (\\sigma^2 + \\mu^2)` over each precision group, contiguous, of shape ``plan.group_shape``."""
+    if mean.dim() == 2:  # a linear layer: one Numba pass
+        second_moment = torch.empty(plan.group_shape, dtype=mean.dtype)
+        kernels.weight_second_moments(mean.detach().numpy(), var.detach().numpy(), second_moment.numpy())
+        return second_moment
     dims = plan.reduce_dims
     if not dims:
         return torch.addcmul(var, mean, mean)
@@ -242,7 +238,7 @@ def _second_moment(mean: torch.Tensor, var: torch.Tensor, plan: ScaleKLPlan) -> 
     return torch.addcmul(var, mean, mean).sum(dims, keepdim=True)
 
 
-def centred_kl(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds) -> torch.Tensor:
+def centred_kl(plan: ScaleKLPlan, mean, log_std, var, scale_loc, scale_log_std) -> torch.Tensor:
     r"""The centred family's KL (:class:`~probsparse.nn.families.CentredScaleMixtureFamily`), a scalar.
 
     .. math::
@@ -258,7 +254,7 @@ def centred_kl(plan: ScaleKLPlan, mean, log_std, var, locs, log_stds) -> torch.T
         The weights' :math:`\mu` and :math:`\ell`, shape ``plan.weight_shape``.
     var : torch.Tensor or None
         :math:`e^{2\ell}` if already at hand (a constant here).
-    locs, log_stds : sequence of torch.Tensor
+    scale_loc, scale_log_std : torch.Tensor or None
         As for :func:`scale_variables_kl`.
     """
-    return _CentredKL.apply(plan, mean, log_std, None if var is None else var.detach(), *locs, *log_stds)
+    return _CentredKL.apply(plan, mean, log_std, None if var is None else var.detach(), scale_loc, scale_log_std)

@@ -244,9 +244,65 @@ class _GaussianParameters(nn.Module):
         return gaussian_kl_to_scaled_normal(self.mean, self.log_std, log_precision, var=self.cached_var())
 
 
+class ScaleVariables(nn.Module):
+    r"""Log-normal posteriors :math:`q(\log\phi_k) = \mathcal N(m_k, e^{2\ell_k})` of a family's scale variables.
+
+    All variables live in two flat parameters, :attr:`loc` (every :math:`m_k`) and :attr:`log_std` (every
+    :math:`\ell_k`; the entries of a type-II point estimate, which has no spread, stay unused), so that the number
+    of parameter tensors, and the optimiser's and autograd's work per tensor, does not grow with the number of
+    variables. :attr:`locs` and :attr:`log_stds` are per-variable views in each variable's shape.
+
+    Parameters
+    ----------
+    shapes : dict of {str : torch.Size}
+        Each variable's shape, in storage order.
+    random : set of str
+        The variables with a spread (all but the point estimates).
+    dtype : torch.dtype
+    init_log_std : float
+        Initial :math:`\ell` (every :math:`m` starts at 0: every scale at 1).
+    """
+
+    def __init__(self, shapes, random, dtype, init_log_std: float):
+        super().__init__()
+        self.shapes = {k: torch.Size(s) for k, s in shapes.items()}
+        self.random = [k for k in self.shapes if k in random]
+        self._slices, start = {}, 0
+        for key, shape in self.shapes.items():
+            self._slices[key] = slice(start, start + shape.numel())
+            start += shape.numel()
+        self.loc = nn.Parameter(torch.zeros(start, dtype=dtype)) if start else None
+        self.log_std = nn.Parameter(torch.full((start,), float(init_log_std), dtype=dtype)) if self.random else None
+
+    def _views(self, flat, keys) -> dict[str, torch.Tensor]:
+        return {k: flat[self._slices[k]].view(self.shapes[k]) for k in keys}
+
+    @property
+    def locs(self) -> dict[str, torch.Tensor]:
+        r""":math:`m_k` of every variable, as views of :attr:`loc`."""
+        return {} if self.loc is None else self._views(self.loc, self.shapes)
+
+    @property
+    def log_stds(self) -> dict[str, torch.Tensor]:
+        r""":math:`\ell_k` of the variables with a spread, as views of :attr:`log_std`."""
+        return {} if self.log_std is None else self._views(self.log_std, self.random)
+
+
+class _ScaleVariableViews:
+    """Mixin for families with :class:`ScaleVariables`: ``scale_loc`` / ``scale_log_std`` as per-variable views."""
+
+    @property
+    def scale_loc(self) -> dict[str, torch.Tensor]:
+        return self.scales.locs
+
+    @property
+    def scale_log_std(self) -> dict[str, torch.Tensor]:
+        return self.scales.log_stds
+
+
 @register_family(ScaleMixturePrior)
 @register_family(ARDPrior)
-class ScaleMixtureFamily(WeightFamily):
+class ScaleMixtureFamily(_ScaleVariableViews, WeightFamily):
     r"""Non-centred scale mixture: :math:`w = s(\phi)\,\theta` with Gaussian :math:`\theta`, log-normal scales.
 
     .. math::
@@ -277,8 +333,7 @@ class ScaleMixtureFamily(WeightFamily):
         super().__init__(prior, shape)
         zero = torch.zeros((), dtype=init_weight.dtype)
         _add_scale_variables(self, prior, zero, init_log_std)
-        shapes = {k: v.shape for k, v in self.scale_loc.items()}
-        self._kl_plan = ScaleKLPlan.build(self._priors, shapes, self.shape)
+        self._kl_plan = ScaleKLPlan.build(self._priors, self.scales.shapes, self.shape)
         init_std = math.exp(init_log_std)
         with torch.no_grad():
             # Every scale variable starts at 1 (the median of the unit half-Cauchy), so the weights' prior
@@ -331,12 +386,10 @@ class ScaleMixtureFamily(WeightFamily):
         return (mean, var, s, None) if along == "input" else (mean, var, None, s)
 
     def kl(self):
-        if self._kl_plan is None or self.theta.mean.device.type != "cpu":
+        if self._kl_plan is None or self.theta.mean.device.type != "cpu":  # the kernels take NumPy views
             scales_kl = _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
-        elif self._kl_plan.keys:
-            plan = self._kl_plan
-            locs = [self.scale_loc[k] for k in plan.keys]
-            scales_kl = scale_variables_kl(plan, locs, [self.scale_log_std[k] for k in plan.std_keys])
+        elif self.scales.loc is not None:
+            scales_kl = scale_variables_kl(self._kl_plan, self.scales.loc, self.scales.log_std)
         else:
             scales_kl = 0.0
         return self.theta.kl_normal(self.unit) + scales_kl
@@ -379,7 +432,7 @@ class ScaleMixtureFamily(WeightFamily):
         return mean.expand(self.shape), var.expand(self.shape)
 
 
-class CentredScaleMixtureFamily(WeightFamily):
+class CentredScaleMixtureFamily(_ScaleVariableViews, WeightFamily):
     r"""Centred scale mixture: Gaussian weights and log-normal scales, independent in the posterior.
 
     .. math::
@@ -416,8 +469,7 @@ class CentredScaleMixtureFamily(WeightFamily):
             ones = {k: torch.ones_like(v) for k, v in self.scale_loc.items()}
             self._log_c = math.log(float(torch.as_tensor(prior.effective_scale(ones)).mean()))
         self.theta = _GaussianParameters(init_weight, init_std)
-        shapes = {k: v.shape for k, v in self.scale_loc.items()}
-        self._kl_plan = ScaleKLPlan.build(self._priors, shapes, self.shape, self._exponents, self._log_c)
+        self._kl_plan = ScaleKLPlan.build(self._priors, self.scales.shapes, self.shape, self._exponents, self._log_c)
 
     def _log_scale_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         r""":math:`\sum_{ij} E[\log s_{ij}]` and :math:`\log E[s^{-2}]` (broadcastable to the weight)."""
@@ -437,18 +489,15 @@ class CentredScaleMixtureFamily(WeightFamily):
     def sample_factors(self, batch_shape=()):
         return self.theta.mean, self.theta.var(), None, None
 
-    def kernel_inputs(self):
-        """``(plan, locs, log_stds)`` for the KL kernels, or None where they do not apply (see ``_scale_kl``)."""
-        plan = self._kl_plan
-        if plan is None or self.theta.mean.device.type != "cpu":  # the kernels take NumPy views
-            return None
-        return plan, [self.scale_loc[k] for k in plan.keys], [self.scale_log_std[k] for k in plan.std_keys]
+    def kernel_plan(self) -> ScaleKLPlan | None:
+        """The plan for the KL kernels, or None where they do not apply (see ``_scale_kl``)."""
+        return self._kl_plan if self.theta.mean.device.type == "cpu" else None  # the kernels take NumPy views
 
     def kl(self):
-        inputs = self.kernel_inputs()
-        if inputs is not None:
-            plan, locs, log_stds = inputs
-            return centred_kl(plan, self.theta.mean, self.theta.log_std, self.theta.cached_var(), locs, log_stds)
+        plan = self.kernel_plan()
+        if plan is not None:
+            theta, scales = self.theta, self.scales
+            return centred_kl(plan, theta.mean, theta.log_std, theta.cached_var(), scales.loc, scales.log_std)
         total_log_s, log_precision = self._log_scale_moments()
         weights_kl = self.theta.kl_scaled_normal(log_precision) + total_log_s
         return weights_kl + _scale_variables_kl(self._priors, self.scale_loc, self.scale_log_std)
@@ -462,10 +511,9 @@ class CentredScaleMixtureFamily(WeightFamily):
 
 
 def _add_scale_variables(family, prior, zero, init_log_std) -> None:
-    """Give ``family`` the prior's scale distributions and a log-normal posterior per scale variable.
+    """Give ``family`` the prior's scale distributions (``_priors``) and their posteriors (``scales``).
 
-    Sets ``_priors`` and the parameters ``scale_loc`` (every scale starting at 1) and
-    ``scale_log_std`` (none for a type-II point estimate, whose prior is ``None``).
+    Every scale starts at 1; a type-II point estimate (prior ``None``) has no spread.
     """
     # Built without argument validation: the KL evaluates their log densities at every step, where the
     # support checks would cost more than the densities (the quadrature points are positive by construction).
@@ -475,16 +523,14 @@ def _add_scale_variables(family, prior, zero, init_log_std) -> None:
         family._priors = prior.scale_distributions(family.shape, zero)
     finally:
         torch.distributions.Distribution.set_default_validate_args(previous)
-    family.scale_loc = nn.ParameterDict()
-    family.scale_log_std = nn.ParameterDict()
+    shapes = {}
     for key, p in family._priors.items():
         if p is None:  # type-II variance: one per weight or group, as the prior declares
-            var_shape = group_shape(family.shape, getattr(prior, "groups", None))
+            shapes[key] = group_shape(family.shape, getattr(prior, "groups", None))
         else:
-            var_shape = p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(family.shape))
-        family.scale_loc[key] = nn.Parameter(torch.zeros(var_shape, dtype=zero.dtype))
-        if p is not None:
-            family.scale_log_std[key] = nn.Parameter(torch.full(var_shape, float(init_log_std), dtype=zero.dtype))
+            shapes[key] = p.batch_shape if len(p.batch_shape) else torch.Size([1] * len(family.shape))
+    random = {k for k, p in family._priors.items() if p is not None}
+    family.scales = ScaleVariables(shapes, random, zero.dtype, init_log_std)
 
 
 @register_family(SpikeAndSlab)

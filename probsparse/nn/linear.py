@@ -124,14 +124,13 @@ class BayesianLinear(BayesianLayer):
         return F.linear(x, weight, bias)
 
     def _forward_with_kl(self, x):
-        inputs = self.weight.kernel_inputs() if isinstance(self.weight, CentredScaleMixtureFamily) else None
-        if inputs is None:
+        plan = self.weight.kernel_plan() if isinstance(self.weight, CentredScaleMixtureFamily) else None
+        if plan is None:
             return None
-        plan, locs, log_stds = inputs
-        theta = self.weight.theta
+        theta, scales = self.weight.theta, self.weight.scales
         out, kl = centred_linear_with_kl(
             x.reshape(-1, self.in_features), theta.mean, theta.log_std, self.bias_mean, self.bias_log_std,
-            self.bias_prior_scale, plan, locs, log_stds,
+            self.bias_prior_scale, plan, scales.loc, scales.log_std,
         )  # fmt: skip
         return out.reshape(*x.shape[:-1], self.out_features), kl
 

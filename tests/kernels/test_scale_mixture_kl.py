@@ -165,3 +165,15 @@ def test_centred_scale_mixture_kl_matches_the_reference(weight_shape, var_shapes
     np.testing.assert_allclose(precision, weights_part[1], rtol=rtol)
     np.testing.assert_allclose(grad_loc, weights_part[2] + scales_part[1], rtol=rtol, atol=atol)
     np.testing.assert_allclose(grad_log_std, weights_part[3] + scales_part[2], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("group_shape", [(1, 5), (6, 1), (1, 1), (6, 5)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_second_moments_are_the_group_sums(group_shape, dtype):
+    rng = np.random.default_rng(7)
+    mean, var = rng.normal(size=(6, 5)).astype(dtype), rng.uniform(0.1, 1.0, (6, 5)).astype(dtype)
+    out = np.empty(group_shape, dtype=dtype)
+    kernels.weight_second_moments(mean, var, out)
+    axes = tuple(d for d in range(2) if group_shape[d] == 1)
+    want = (var.astype(float) + mean.astype(float) ** 2).sum(axis=axes, keepdims=True)
+    np.testing.assert_allclose(out, want, rtol=1e-12 if dtype == np.float64 else 1e-6)

@@ -75,20 +75,13 @@ def test_gradcheck_of_the_kernel_functions():
         BayesianLinear(4, 3, prior=GroupHorseshoe(groups="input"), parameterisation="centred", dtype=DOUBLE)
     )
     family = layer.weight
-    plan = family._kl_plan
-    locs = [family.scale_loc[k] for k in plan.keys]
-    log_stds = [family.scale_log_std[k] for k in plan.std_keys]
-    theta = family.theta
+    plan, theta, scales = family._kl_plan, family.theta, family.scales
 
-    def centred(mean, log_std, *scales):
-        return centred_kl(plan, mean, log_std, None, scales[: len(locs)], scales[len(locs) :])
+    def centred(mean, log_std, loc, scale_log_std):
+        return centred_kl(plan, mean, log_std, None, loc, scale_log_std)
 
-    assert torch.autograd.gradcheck(centred, (theta.mean, theta.log_std, *locs, *log_stds))
-
-    def scales_only(*scales):
-        return scale_variables_kl(plan, scales[: len(locs)], scales[len(locs) :])
-
-    assert torch.autograd.gradcheck(scales_only, (*locs, *log_stds))
+    assert torch.autograd.gradcheck(centred, (theta.mean, theta.log_std, scales.loc, scales.log_std))
+    assert torch.autograd.gradcheck(lambda *p: scale_variables_kl(plan, *p), (scales.loc, scales.log_std))
 
 
 def test_plans_only_for_small_variables_and_constant_priors():
@@ -175,7 +168,7 @@ def test_layers_without_a_fused_path_report_no_kl_in_forward():
     big = BayesianLinear(100, 50, prior=GroupHorseshoe(weight_scales=True), parameterisation="centred")
     with kl_in_forward() as terms:
         big(torch.randn(2, 100))
-    assert terms == {} and big.weight.kernel_inputs() is None
+    assert terms == {} and big.weight.kernel_plan() is None
 
 
 def test_a_layer_used_twice_reports_its_kl_once_and_no_grad_reports_none():
