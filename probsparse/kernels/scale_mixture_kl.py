@@ -74,6 +74,7 @@ __all__ = [
     "INVERSE_GAMMA",
     "POINT_ESTIMATE",
     "centred_scale_mixture_kl",
+    "gaussian_kl",
     "scale_variables_kl",
     "weight_second_moments",
 ]
@@ -275,3 +276,36 @@ def weight_second_moments(mean, var, second_moment):
             total += row
         if not by_row:
             second_moment[0, 0] = total
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def gaussian_kl(mean, log_std, prior_std, grad_mean, grad_log_std):
+    r""":math:`\sum \mathrm{KL}(\mathcal N(\mu, e^{2\ell}) \,\|\, \mathcal N(0, s^2))`; its gradient into the outputs.
+
+    .. math::
+
+        \mathrm{KL} = \sum \Big( \frac{e^{2\ell} + \mu^2}{2 s^2} - \ell + \log s - \frac12 \Big), \qquad
+        \partial_\mu = \mu / s^2, \qquad \partial_\ell = e^{2\ell} / s^2 - 1.
+
+    For a small vector (a layer's bias): one call where tensor operations take a dozen.
+
+    Parameters
+    ----------
+    mean, log_std : ndarray, shape (n,)
+    prior_std : float
+    grad_mean, grad_log_std : ndarray, shape (n,)
+        Outputs (overwritten).
+
+    Returns
+    -------
+    float
+    """
+    inv_prior_var = 1.0 / (prior_std * prior_std)
+    total = mean.shape[0] * (math.log(prior_std) - 0.5)
+    for i in range(mean.shape[0]):
+        m, ell = float(mean[i]), float(log_std[i])
+        var = math.exp(2.0 * ell)
+        total += 0.5 * (var + m * m) * inv_prior_var - ell
+        grad_mean[i] = m * inv_prior_var
+        grad_log_std[i] = var * inv_prior_var - 1.0
+    return total

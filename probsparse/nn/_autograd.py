@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from probsparse.kernels import scale_mixture_kl as kernels
 from probsparse.nn._scale_kl import centred_kl_parts
 
 __all__ = [
@@ -46,9 +47,18 @@ def exp_twice(log_std: torch.Tensor) -> torch.Tensor:
     return _ExpTwice.apply(log_std)
 
 
-# Below this many entries (a bias, a small layer) the KL is computed in NumPy: a torch operator costs several
-# microseconds of dispatch whatever its size, a NumPy one on a small array about one.
+# Below this many entries (a bias, a small layer) the KL is one Numba call: a torch operator costs several
+# microseconds of dispatch whatever its size.
 _SMALL = 4096
+
+
+def _small_gaussian_kl(mean, log_std, prior_std):
+    """``(kl, d kl / d mean, d kl / d log_std)`` by :func:`probsparse.kernels.gaussian_kl` (float64 gradients)."""
+    grad_mean, grad_log_std = np.empty(mean.numel()), np.empty(mean.numel())
+    m, ell = mean.detach().reshape(-1).numpy(), log_std.detach().reshape(-1).numpy()
+    kl = kernels.gaussian_kl(m, ell, prior_std, grad_mean, grad_log_std)
+    dtype = m.dtype
+    return kl, grad_mean.astype(dtype, copy=False), grad_log_std.astype(dtype, copy=False)
 
 
 class _GaussianKLSum(torch.autograd.Function):
@@ -57,13 +67,8 @@ class _GaussianKLSum(torch.autograd.Function):
         n = mean.numel()
         constant = n * (math.log(prior_std) - 0.5)
         if n <= _SMALL and mean.device.type == "cpu":
-            m, ell = mean.detach().reshape(-1).numpy(), log_std.detach().reshape(-1).numpy()
-            v = np.exp(2.0 * ell)
-            inv = 1.0 / prior_std**2
-            kl = 0.5 * inv * (v.sum() + m @ m) - ell.sum() + constant
-            # The gradient up to the incoming factor, worked out now while the arrays are at hand.
-            ctx.small, ctx.shape = (m * inv, v * inv - 1.0), mean.shape
-            return torch.tensor(kl, dtype=mean.dtype)
+            ctx.small, ctx.shape = _small_gaussian_kl(mean, log_std, prior_std), mean.shape
+            return torch.tensor(ctx.small[0], dtype=mean.dtype)
         ctx.small = None
         if var is None:
             var = torch.exp(log_std).square_()
@@ -82,7 +87,7 @@ class _GaussianKLSum(torch.autograd.Function):
             factor = float(grad)
             grad_mean, grad_log_std = (
                 torch.from_numpy(g * factor).reshape(ctx.shape) if need else None
-                for g, need in zip(ctx.small, (need_mean, need_log_std), strict=True)
+                for g, need in zip(ctx.small[1:], (need_mean, need_log_std), strict=True)
             )
             return grad_mean, grad_log_std, None, None
         mean, var = ctx.saved_tensors
@@ -268,13 +273,9 @@ class _CentredLinearWithKL(torch.autograd.Function):
         # multiplied by a zero (the input or the weight variances).
         twice_slope = noise.div_(std)
         ctx.bias_grads = None
-        if bias_mean is not None:  # the bias's Gaussian KL, small: NumPy (see _GaussianKLSum)
-            m, v = bias_mean.detach().numpy(), bias_var.numpy()
-            inv_prior_var = 1.0 / bias_prior_std**2
-            n = m.size
-            constant = n * (math.log(bias_prior_std) - 0.5)
-            kl += float(0.5 * inv_prior_var * (v.sum() + m @ m) - bias_log_std.detach().numpy().sum() + constant)
-            ctx.bias_grads = (m * inv_prior_var, v * inv_prior_var - 1.0)
+        if bias_mean is not None:  # the bias's Gaussian KL: small, one Numba call
+            bias_kl, *ctx.bias_grads = _small_gaussian_kl(bias_mean, bias_log_std, bias_prior_std)
+            kl += bias_kl
         ctx.save_for_backward(x, x_sq, mean, var, bias_var, twice_slope, precision)
         ctx.plan, ctx.scale_like, ctx.has_scale_log_std = plan, scale_loc, scale_log_std is not None
         return out, kl

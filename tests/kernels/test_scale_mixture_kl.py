@@ -177,3 +177,17 @@ def test_weight_second_moments_are_the_group_sums(group_shape, dtype):
     axes = tuple(d for d in range(2) if group_shape[d] == 1)
     want = (var.astype(float) + mean.astype(float) ** 2).sum(axis=axes, keepdims=True)
     np.testing.assert_allclose(out, want, rtol=1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("prior_std", [1.0, 0.25])
+def test_gaussian_kl_is_the_closed_form(prior_std):
+    rng = np.random.default_rng(11)
+    mean, log_std = rng.normal(size=9), rng.normal(-1.0, 0.5, 9)
+    grad_mean, grad_log_std = np.empty(9), np.empty(9)
+    value = kernels.gaussian_kl(mean, log_std, prior_std, grad_mean, grad_log_std)
+    var, prior_var = np.exp(2 * log_std), prior_std**2
+    # KL(N(m, v) || N(0, p)) = (log p - log v) / 2 + (v + m^2) / (2 p) - 1/2
+    want = np.sum(0.5 * (np.log(prior_var) - np.log(var)) + (var + mean**2) / (2 * prior_var) - 0.5)
+    np.testing.assert_allclose(value, want, rtol=1e-12)
+    np.testing.assert_allclose(grad_mean, mean / prior_var, rtol=1e-12)
+    np.testing.assert_allclose(grad_log_std, var / prior_var - 1.0, rtol=1e-12)
