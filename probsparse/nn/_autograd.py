@@ -260,8 +260,6 @@ class _CentredLinearWithKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mean, log_std, bias_mean, bias_log_std, bias_prior_std, plan, scale_loc, scale_log_std):
         var = torch.exp(log_std).square_()
-        # The KL first, while log_std and var are in cache.
-        kl, precision, ctx.scale_grads = centred_kl_parts(plan, mean, log_std, var, scale_loc, scale_log_std)
         x_sq = x.square()
         out = torch.nn.functional.linear(x, mean, bias_mean)
         bias_var = None if bias_log_std is None else torch.exp(bias_log_std).square_()
@@ -272,6 +270,9 @@ class _CentredLinearWithKL(torch.autograd.Function):
         # a bias, or weight variances that underflow) it is large but finite, and every gradient it feeds is then
         # multiplied by a zero (the input or the weight variances).
         twice_slope = noise.div_(std)
+        # After the output's noise, so that a KL with draws (large scale variables) uses the random stream as
+        # linear_local_reparam followed by the family's kl() does.
+        kl, precision, ctx.scale_grads = centred_kl_parts(plan, mean, log_std, var, scale_loc, scale_log_std)
         ctx.bias_grads = None
         if bias_mean is not None:  # the bias's Gaussian KL: small, one Numba call
             bias_kl, *ctx.bias_grads = _small_gaussian_kl(bias_mean, bias_log_std, bias_prior_std)

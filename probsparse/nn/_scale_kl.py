@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from probsparse.kernels import scale_mixture_kl as kernels
 
@@ -89,6 +90,7 @@ class ScaleKLPlan:
         )
         self.n_entries = int(self.offsets[-1])
         self.weight_shape = torch.Size(weight_shape)
+        self.large = [n > QUADRATURE_MAX_ENTRIES for n in sizes]
         if exponents is None:
             return
         ndim = len(self.weight_shape)
@@ -104,19 +106,23 @@ class ScaleKLPlan:
                 self.strides[k, d] = step if shape[d] > 1 else 0
                 step *= shape[d]
         self.log_c = float(log_c)
+        # Large variables or groups (a scale per weight of a large layer): tensor operations, see centred_kl_parts.
+        self.vectorised = any(self.large) or self.group_shape.numel() > QUADRATURE_MAX_ENTRIES
+        self.small_kinds = np.where(self.large, kernels.POINT_ESTIMATE, self.kinds)
 
     @classmethod
     def build(cls, priors, shapes, weight_shape, exponents=None, log_c=0.0) -> ScaleKLPlan | None:
-        """The plan, or ``None`` where a prior is not one the kernels know with constant parameters."""
+        """The plan, or ``None`` where a prior is not one the kernels know with constant parameters.
+
+        Without ``exponents`` (the scale variables' KL alone) also ``None`` for variables over 4096 entries.
+        """
         numbers = {k: _prior_numbers(p) for k, p in priors.items()}
         if any(n is None for n in numbers.values()):
             return None
-        if any(torch.Size(s).numel() > QUADRATURE_MAX_ENTRIES for s in shapes.values()):
+        if exponents is None and any(torch.Size(s).numel() > QUADRATURE_MAX_ENTRIES for s in shapes.values()):
             return None
-        if exponents is not None:
-            groups = torch.broadcast_shapes((1,) * len(weight_shape), *shapes.values())
-            if set(exponents) != set(shapes) or groups.numel() > QUADRATURE_MAX_ENTRIES:
-                return None
+        if exponents is not None and set(exponents) != set(shapes):
+            return None
         return cls(numbers, shapes, weight_shape, exponents, log_c)
 
     def arrays(self, loc, log_std) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +192,8 @@ def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, scale_loc, scale_log
     scale_grads : tuple of ndarray
         The gradient in ``scale_loc`` and ``scale_log_std`` (see :meth:`ScaleKLPlan.gradients`).
     """
-    # Right after var = exp(2 log_std) (the callers' order), log_std and var are still in cache.
+    if plan.vectorised:
+        return _centred_kl_parts_vectorised(plan, mean, log_std, var, scale_loc, scale_log_std)
     sum_log_std = float(log_std.detach().sum())
     second_moment = _second_moment(mean, var, plan)
     loc, scale_log_std = plan.arrays(scale_loc, scale_log_std)
@@ -201,6 +208,66 @@ def centred_kl_parts(plan: ScaleKLPlan, mean, log_std, var, scale_loc, scale_log
     # The weights' own terms: -sum log sigma - n / 2 + n log c0 (E[log s] beyond log c0 is in the kernel's value).
     kl = torch.tensor(value - sum_log_std + n * (plan.log_c - 0.5), dtype=mean.dtype)
     return kl, torch.from_numpy(precision).reshape(plan.group_shape), (grad_loc, grad_log_std)
+
+
+def _log_density_of_log_with_slope(plan: ScaleKLPlan, k: int, u: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """:math:`\\sum f(u)` and :math:`f'(u)` of variable ``k``'s prior (the kernels' table, in tensor operations)."""
+    kind, a, b, const = plan.kinds[k], plan.prior_a[k], plan.prior_b[k], plan.prior_const[k]
+    if kind == kernels.HALF_CAUCHY:
+        z = u.sub(a).mul_(2.0)
+        value = float(u.sum()) - float(F.softplus(z).sum()) + const * u.numel()
+        return value, z.sigmoid_().mul_(-2.0).add_(1.0)
+    sign = 1.0 if kind == kernels.GAMMA else -1.0
+    tail = torch.exp(u * sign).mul_(b)
+    value = sign * a * float(u.sum()) - float(tail.sum()) + const * u.numel()
+    return value, tail.mul_(-sign).add_(sign * a)
+
+
+def _centred_kl_parts_vectorised(plan: ScaleKLPlan, mean, log_std, var, scale_loc, scale_log_std):
+    """:func:`centred_kl_parts` in tensor operations, for a layer with a scale per weight (large groups).
+
+    The kernels' scalar ``exp`` would cost milliseconds on a few hundred thousand groups. Small variables still
+    go through the quadrature kernel; a large one's KL is estimated from one reparameterised draw (unbiased).
+    """
+    loc = scale_loc.detach()
+    spread = None if scale_log_std is None else scale_log_std.detach()
+    grad_loc, grad_log_std = np.zeros(plan.n_entries), np.zeros(plan.n_entries)
+    value = kernels.scale_variables_kl(
+        plan.small_kinds, plan.prior_a, plan.prior_b, plan.prior_const, plan.offsets, *plan.arrays(loc, spread),
+        HERMITE_NODES, HERMITE_WEIGHTS, grad_loc, grad_log_std,
+    )  # fmt: skip
+    log_precision = torch.full(plan.group_shape, -2.0 * plan.log_c, dtype=mean.dtype)
+    views = []
+    for k, shape in enumerate(plan.shapes):
+        piece = slice(int(plan.offsets[k]), int(plan.offsets[k + 1]))
+        m = loc[piece].view(shape)
+        ell = None if plan.kinds[k] == kernels.POINT_ESTIMATE else spread[piece].view(shape)
+        v = None if ell is None else torch.exp(ell).square_()
+        p = float(plan.exponents[k])
+        log_precision.add_(m, alpha=-2.0 * p)
+        if v is not None:
+            log_precision.add_(v, alpha=2.0 * p * p)
+        views.append((piece, shape, m, ell, v, p))
+    precision = log_precision.exp_()
+    half = torch.addcmul(var, mean.detach(), mean.detach())
+    if half.shape != plan.group_shape:
+        half = half.sum(plan.reduce_dims, keepdim=True)
+    half.mul_(precision).mul_(0.5)
+    value += float(half.sum()) - float(log_std.detach().sum()) + mean.numel() * (plan.log_c - 0.5)
+    for k, (piece, shape, m, ell, v, p) in enumerate(views):
+        summed = half.sum_to_size(shape)
+        value += p * float(plan.repeats[k]) * float(m.sum())
+        grad_loc[piece] += (p * float(plan.repeats[k]) - 2.0 * p * summed).reshape(-1).numpy()
+        if v is not None:
+            grad_log_std[piece] += (4.0 * p * p * v * summed).reshape(-1).numpy()
+        if plan.large[k] and ell is not None:  # one draw: -(log p(e^u) + u) - entropy, u = m + e^ell eps
+            std = ell.exp()
+            eps = torch.randn_like(m)
+            log_density, slope = _log_density_of_log_with_slope(plan, k, torch.addcmul(m, std, eps))
+            value -= float(log_density) + float(ell.sum()) + 0.5 * math.log(2.0 * math.pi * math.e) * m.numel()
+            grad_loc[piece] -= slope.reshape(-1).numpy()
+            grad_log_std[piece] -= slope.mul_(eps).mul_(std).add_(1.0).reshape(-1).numpy()
+    return torch.tensor(value, dtype=mean.dtype), precision, (grad_loc, grad_log_std)
 
 
 class _CentredKL(torch.autograd.Function):

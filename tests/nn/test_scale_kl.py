@@ -70,6 +70,24 @@ def test_kernel_kl_of_a_convolution_equals_the_tensor_path():
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "prior",
+    [GroupHorseshoe(groups="input", weight_scales=True), Horseshoe(), ARD(precision_prior=(2.0, 0.5))],
+    ids=repr,
+)
+def test_centred_kl_with_a_scale_per_weight_of_a_large_layer_equals_the_tensor_path(prior):
+    # Over 4096 scale entries: tensor operations and one draw per large variable, the same draws as the tensor path.
+    family = _spread(BayesianLinear(100, 50, prior=prior, parameterisation="centred", dtype=DOUBLE)).weight
+    assert family._kl_plan.vectorised
+    torch.manual_seed(3)
+    kernel = family.kl()
+    torch.manual_seed(3)
+    tensor = _tensor_path_kl(family)
+    torch.testing.assert_close(kernel, tensor, rtol=1e-12, atol=1e-9)
+    for got, want in zip(_grads(kernel, family), _grads(tensor, family), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_gradcheck_of_the_kernel_functions():
     layer = _spread(
         BayesianLinear(4, 3, prior=GroupHorseshoe(groups="input"), parameterisation="centred", dtype=DOUBLE)
@@ -82,6 +100,17 @@ def test_gradcheck_of_the_kernel_functions():
 
     assert torch.autograd.gradcheck(centred, (theta.mean, theta.log_std, scales.loc, scales.log_std))
     assert torch.autograd.gradcheck(lambda *p: scale_variables_kl(plan, *p), (scales.loc, scales.log_std))
+
+    big = _spread(BayesianLinear(70, 60, prior=Horseshoe(), parameterisation="centred", dtype=DOUBLE)).weight
+    assert big._kl_plan.vectorised
+
+    def one_draw(mean, log_std, loc, scale_log_std):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return centred_kl(big._kl_plan, mean, log_std, None, loc, scale_log_std)
+
+    inputs = (big.theta.mean, big.theta.log_std, big.scales.loc, big.scales.log_std)
+    assert torch.autograd.gradcheck(one_draw, inputs, fast_mode=True)
 
 
 def test_plans_only_for_small_variables_and_constant_priors():
@@ -98,7 +127,8 @@ def test_plans_only_for_small_variables_and_constant_priors():
     assert plan({"lambda": varying}, {"lambda": (1, 4)}) is None
     assert plan({"tau": torch.distributions.LogNormal(0.0, 1.0)}, {"tau": (1, 1)}) is None
     big = (1, QUADRATURE_MAX_ENTRIES + 1)
-    assert ScaleKLPlan.build({"eta": half_cauchy}, {"eta": big}, torch.Size(big)) is None
+    assert ScaleKLPlan.build({"eta": half_cauchy}, {"eta": big}, torch.Size(big)) is None  # the scales' KL alone
+    assert ScaleKLPlan.build({"eta": half_cauchy}, {"eta": big}, torch.Size(big), {"eta": 1.0}).vectorised
     # A centred plan needs an exponent for every variable.
     assert plan({"tau": half_cauchy}, {"tau": (1, 1)}, {"lambda": 1.0}) is None
 
@@ -137,6 +167,20 @@ def test_fused_forward_and_kl_equal_the_separate_ones(prior, bias):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+def test_fused_forward_of_a_large_layer_with_a_scale_per_weight_equals_the_separate_one():
+    torch.manual_seed(0)
+    prior = GroupHorseshoe(groups="input", weight_scales=True)
+    net = _spread(BayesianLinear(80, 60, prior=prior, parameterisation="centred", dtype=DOUBLE))
+    assert net.weight._kl_plan.vectorised
+    x, weights = torch.randn(4, 80, dtype=DOUBLE), torch.randn(4, 60, dtype=DOUBLE)
+    loss, _, grads = _loss_and_grads(net, x, weights, fused=False)
+    fused_loss, terms, fused_grads = _loss_and_grads(net, x, weights, fused=True)
+    assert len(terms) == 1
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-12, atol=1e-9)
+    for got, want in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_fused_layer_gradcheck():
     layer = _spread(
         BayesianLinear(4, 3, prior=GroupHorseshoe(groups="input"), parameterisation="centred", dtype=DOUBLE)
@@ -164,11 +208,6 @@ def test_layers_without_a_fused_path_report_no_kl_in_forward():
         with kl_in_forward() as terms:
             bayes(torch.randn(2, 4))
         assert terms == {}
-    # Large groups (a scale per weight of a big layer) have no kernel plan: the tensor path.
-    big = BayesianLinear(100, 50, prior=GroupHorseshoe(weight_scales=True), parameterisation="centred")
-    with kl_in_forward() as terms:
-        big(torch.randn(2, 100))
-    assert terms == {} and big.weight.kernel_plan() is None
 
 
 def test_a_layer_used_twice_reports_its_kl_once_and_no_grad_reports_none():
