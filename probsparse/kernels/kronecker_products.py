@@ -17,7 +17,9 @@ every number of factors :math:`I \ge 2` and the full Kronecker tensor of :math:`
   entries;
 * :func:`kron_estep`: the whole E-step in one call (the kernels above and the mode products);
 * :func:`kron_change_norm` and :func:`kron_prune_change`: the pruning rule and the EM stopping rule
-  (:math:`\|a - b\|`, :math:`\|a\|` for two Kronecker vectors, neither formed).
+  (:math:`\|a - b\|`, :math:`\|a\|` for two Kronecker vectors, neither formed);
+* :func:`kron_svd_mstep`: the SVD-KroSBL M-step (sequential rank-one fit of :math:`\Lambda`);
+* :func:`kron_svd_em`: the whole SVD-KroSBL EM loop (the kernels above, the noise update and the pruning).
 
 At the sizes of an EM iteration (:math:`\bar N \approx 3000`, :math:`M_i, N_i \approx 10`) one iteration
 was some 50 NumPy / SciPy calls whose overhead matched the LAPACK and BLAS work they drive; compiled, the
@@ -34,6 +36,8 @@ import math
 
 import numba
 import numpy as np
+from numba import types as nb_types
+from numba.extending import overload
 
 from probsparse.kernels._config import CACHE, FASTMATH
 
@@ -50,11 +54,334 @@ __all__ = [
     "kron_prune_change_unchecked",
     "kron_second_moments",
     "kron_second_moments_unchecked",
+    "kron_svd_em",
+    "kron_svd_em_unchecked",
+    "kron_svd_mstep",
+    "kron_svd_mstep_unchecked",
 ]
 
 # Second moments are floored at this fraction of their largest entry before the M-step (whose SVD / block
 # updates divide by them).
 SECOND_MOMENT_FLOOR = 1e-30
+
+# Relative size of an off-diagonal entry below which the symmetric QR iteration splits the tridiagonal matrix.
+_EPS = np.finfo(np.float64).eps
+
+# Range of the running product of the E-step's log-determinant before it is renormalised.
+_PROD_BOUND = 1e150
+_LN2 = math.log(2.0)
+
+# Most implicit QR steps the eigensolver takes per row before it hands the matrix to LAPACK instead.
+_QR_STEPS_PER_ROW = 30
+
+# Smallest positive float64: the denominator floor of the EM stopping rule's relative change.
+_TINY = np.finfo(np.float64).tiny
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernel 0: eigenpairs of a small real symmetric matrix.
+# Exists because LAPACK's drivers spend most of their time at n ~ 10 in per-column level-2 BLAS calls; the
+# E-step needs I eigendecompositions per EM iteration and the SVD M-step I - 1 top eigenvectors.
+# Householder tridiagonalisation, then implicit symmetric QR steps with Wilkinson shifts (Golub & Van Loan,
+# Matrix Computations, §8.3), written out with the reflections and rotations applied in place: about 40 %
+# faster than dsyevd at n = 15.
+# ----------------------------------------------------------------------------------------------------
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _scaled_symmetric(G):  # pragma: no cover - compiled
+    """G's lower triangle, mirrored and scaled by a power of two (exact) to a largest entry in [1, 2).
+
+    The scaling keeps the rotations' sqrt(x^2 + z^2) clear of overflow and underflow. Returns
+    ``(T, scale, finite)``; ``finite`` is False (and T unset) if G holds an inf or a NaN.
+    """
+    n = G.shape[0]
+    top = 0.0
+    finite = True
+    for i in range(n):
+        for j in range(i + 1):
+            a = abs(G[i, j])
+            if a > top:
+                top = a
+            elif a != a:
+                finite = False
+    T = np.empty((n, n))
+    if not (finite and math.isfinite(top)):
+        return T, 1.0, False
+    scale = 1.0
+    if top > 0.0:
+        scale = 2.0 ** (-math.floor(math.log2(top)))
+    for i in range(n):
+        for j in range(i + 1):
+            T[i, j] = G[i, j] * scale
+            T[j, i] = T[i, j]
+    return T, scale, True
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _householder_tridiagonal(T, V, betas):  # pragma: no cover - compiled
+    """Reduce symmetric T in place to Q^T T Q (tridiagonal), Q = H_0 ... H_{n-3}, H_k = I - beta_k v_k v_k^T.
+
+    Row k of ``V`` receives v_k (entries k+1..n-1) and ``betas[k]`` beta_k (0 when step k has nothing to
+    zero). Only the diagonal and the first sub/superdiagonal of T are meaningful afterwards.
+    """
+    n = T.shape[0]
+    w = np.empty(n)
+    for k in range(n - 2):
+        tail2 = 0.0
+        for i in range(k + 2, n):
+            tail2 += T[i, k] * T[i, k]
+        if tail2 == 0.0:
+            betas[k] = 0.0
+            continue
+        x0 = T[k + 1, k]
+        nrm = math.sqrt(tail2 + x0 * x0)
+        r = -nrm if x0 >= 0.0 else nrm  # x -> r e_1 with r of sign opposite to x0: no cancellation in v
+        for i in range(k + 1):
+            V[k, i] = 0.0
+        V[k, k + 1] = x0 - r
+        for i in range(k + 2, n):
+            V[k, i] = T[i, k]
+        beta = 1.0 / (nrm * (nrm + abs(x0)))  # 2 / (v^T v)
+        betas[k] = beta
+        # Trailing block <- H T H = T - v w^T - w v^T with w = beta T v - (beta^2 / 2)(v^T T v) v.
+        wv = 0.0
+        for i in range(k + 1, n):
+            acc = 0.0
+            for j in range(k + 1, n):
+                acc += T[i, j] * V[k, j]
+            w[i] = beta * acc
+            wv += w[i] * V[k, i]
+        half = 0.5 * beta * wv
+        for i in range(k + 1, n):
+            w[i] -= half * V[k, i]
+        for i in range(k + 1, n):
+            for j in range(k + 1, n):
+                T[i, j] -= V[k, i] * w[j] + w[i] * V[k, j]
+        T[k + 1, k] = r
+        T[k, k + 1] = r
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _tridiagonal_qr(d, e, Qt, vectors):  # pragma: no cover - compiled
+    """Eigenvalues of the symmetric tridiagonal (d, e) in place into ``d`` (unsorted); False if it stalls.
+
+    ``e[i]`` is entry (i + 1, i). Implicit QR steps with Wilkinson shifts on the unreduced block lo..m at the
+    bottom; a negligible ``e[m - 1]`` deflates d[m]. When ``vectors``, every rotation is also applied to the
+    rows of ``Qt`` (so that rows of Q^T T Q's eigenvector matrix transposed accumulate there).
+    """
+    n = d.shape[0]
+    m = n - 1
+    steps = 0
+    while m > 0:
+        if abs(e[m - 1]) <= _EPS * (abs(d[m - 1]) + abs(d[m])):
+            e[m - 1] = 0.0
+            m -= 1
+            continue
+        steps += 1
+        if steps > _QR_STEPS_PER_ROW * n:
+            return False
+        lo = m - 1
+        while lo > 0 and abs(e[lo - 1]) > _EPS * (abs(d[lo - 1]) + abs(d[lo])):
+            lo -= 1
+        # Wilkinson shift: the eigenvalue of the trailing 2 x 2 block nearer d[m].
+        delta = 0.5 * (d[m - 1] - d[m])
+        em = e[m - 1]
+        mu = d[m] - em * em / (delta + math.copysign(math.sqrt(delta * delta + em * em), delta))
+        x = d[lo] - mu
+        z = e[lo]
+        for k in range(lo, m):
+            # Rotation [[c, -s], [s, c]] on rows / columns k, k+1 with s x + c z = 0: it zeroes the bulge z
+            # (T[k+1, k-1], or the shifted first column when k = lo) and moves it down one row.
+            rr = math.sqrt(x * x + z * z)
+            inv = 1.0 / rr
+            c = x * inv
+            s = -z * inv
+            if k > lo:
+                e[k - 1] = rr
+            dk = d[k]
+            dk1 = d[k + 1]
+            ek = e[k]
+            d[k] = c * c * dk - 2.0 * c * s * ek + s * s * dk1
+            d[k + 1] = s * s * dk + 2.0 * c * s * ek + c * c * dk1
+            e[k] = c * s * (dk - dk1) + (c * c - s * s) * ek
+            if k + 1 < m:
+                ek1 = e[k + 1]
+                z = -s * ek1  # the new bulge T[k+2, k]
+                e[k + 1] = c * ek1
+                x = e[k]
+            if vectors:
+                for j in range(n):
+                    a = Qt[k, j]
+                    b = Qt[k + 1, j]
+                    Qt[k, j] = c * a - s * b
+                    Qt[k + 1, j] = s * a + c * b
+    return True
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _sym_eig_kernel(G):  # pragma: no cover - compiled
+    """Eigenvalues (ascending) and orthonormal eigenvectors (columns) of a real symmetric matrix.
+
+    Only the lower triangle of G is read. Non-finite input goes to LAPACK (which raises LinAlgError), and so
+    does a matrix on which the QR steps stall (never seen).
+    """
+    n = G.shape[0]
+    T, scale, finite = _scaled_symmetric(G)
+    if not finite:
+        p, U = np.linalg.eigh(G)
+        return p, np.ascontiguousarray(U)
+    V = np.zeros((n, n))
+    betas = np.zeros(n)
+    _householder_tridiagonal(T, V, betas)
+    # Qt = Q^T = H_{n-3} ... H_0 (each H_k symmetric); its rows are then rotated by the QR steps.
+    Qt = np.zeros((n, n))
+    for i in range(n):
+        Qt[i, i] = 1.0
+    w = np.empty(n)
+    for k in range(n - 2):
+        if betas[k] == 0.0:
+            continue
+        # Qt <- H_k Qt: H_k touches rows k+1.. only.
+        for c in range(n):
+            w[c] = 0.0
+        for i in range(k + 1, n):
+            vi = V[k, i]
+            for c in range(n):
+                w[c] += vi * Qt[i, c]
+        for i in range(k + 1, n):
+            bvi = betas[k] * V[k, i]
+            for c in range(n):
+                Qt[i, c] -= bvi * w[c]
+    d = np.empty(n)
+    e = np.zeros(n)
+    for i in range(n):
+        d[i] = T[i, i]
+    for i in range(n - 1):
+        e[i] = T[i + 1, i]
+    if not _tridiagonal_qr(d, e, Qt, True):
+        p, U = np.linalg.eigh(G)
+        return p, np.ascontiguousarray(U)
+    order = np.argsort(d)
+    p = np.empty(n)
+    U = np.empty((n, n))
+    for jj in range(n):
+        o = order[jj]
+        p[jj] = d[o] / scale
+        for i in range(n):
+            U[i, jj] = Qt[o, i]
+    return p, U
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _sym_top_eigvec_kernel(G):  # pragma: no cover - compiled
+    """Unit eigenvector of the largest eigenvalue of a real symmetric matrix (lower triangle read).
+
+    The SVD M-step needs this one eigenvector only: the eigenvalues by the QR steps without rotating
+    eigenvectors, then two steps of inverse iteration on the tridiagonal matrix at the largest one (Gaussian
+    elimination with partial pivoting, a vanishing pivot replaced by eps * ||T||; accurate to
+    eps * ||T|| / gap, as LAPACK's drivers) and the reflections applied to the result. About 75 % of
+    :func:`_sym_eig_kernel`'s time at n = 15 (the QR steps' dependent square roots and divisions dominate).
+    """
+    n = G.shape[0]
+    T, scale, finite = _scaled_symmetric(G)
+    if not finite:
+        _, U = np.linalg.eigh(G)
+        return U[:, n - 1].copy()
+    V = np.zeros((n, n))
+    betas = np.zeros(n)
+    _householder_tridiagonal(T, V, betas)
+    a_diag = np.empty(n)
+    b_off = np.zeros(n)
+    for i in range(n):
+        a_diag[i] = T[i, i]
+    for i in range(n - 1):
+        b_off[i] = T[i + 1, i]
+    d = a_diag.copy()
+    e = b_off.copy()
+    if not _tridiagonal_qr(d, e, T, False):
+        _, U = np.linalg.eigh(G)
+        return U[:, n - 1].copy()
+    lam = d[0]
+    tnorm = 0.0
+    for i in range(n):
+        if d[i] > lam:
+            lam = d[i]
+        if abs(d[i]) > tnorm:
+            tnorm = abs(d[i])
+    # LU with partial pivoting of T - lam I: U0, U1, U2 hold U's diagonal and two superdiagonals.
+    U0 = np.empty(n)
+    U1 = np.zeros(n)
+    U2 = np.zeros(n)
+    mult = np.zeros(n)
+    swap = np.zeros(n, dtype=np.bool_)
+    tiny = _EPS * max(tnorm, 1.0)
+    p0 = a_diag[0] - lam
+    p1 = b_off[0] if n > 1 else 0.0
+    p2 = 0.0
+    for i in range(n - 1):
+        sub = b_off[i]
+        nd = a_diag[i + 1] - lam
+        nu = b_off[i + 1] if i + 2 < n else 0.0
+        if abs(sub) > abs(p0):
+            swap[i] = True
+            U0[i], U1[i], U2[i] = sub, nd, nu
+            f = p0 / sub
+            mult[i] = f
+            p0, p1, p2 = p1 - f * nd, p2 - f * nu, 0.0
+        else:
+            piv = p0 if p0 != 0.0 else tiny
+            U0[i], U1[i], U2[i] = piv, p1, p2
+            f = sub / piv
+            mult[i] = f
+            p0, p1, p2 = nd - f * p1, nu - f * p2, 0.0
+    U0[n - 1] = p0
+    for i in range(n):
+        if abs(U0[i]) < tiny:
+            U0[i] = tiny if U0[i] >= 0.0 else -tiny
+    x = np.ones(n)
+    for _ in range(2):
+        for i in range(n - 1):
+            if swap[i]:
+                x[i], x[i + 1] = x[i + 1], x[i]
+            x[i + 1] -= mult[i] * x[i]
+        x[n - 1] /= U0[n - 1]
+        if n > 1:
+            x[n - 2] = (x[n - 2] - U1[n - 2] * x[n - 1]) / U0[n - 2]
+        for i in range(n - 3, -1, -1):
+            x[i] = (x[i] - U1[i] * x[i + 1] - U2[i] * x[i + 2]) / U0[i]
+        nrm = 0.0
+        for i in range(n):
+            nrm += x[i] * x[i]
+        nrm = math.sqrt(nrm)
+        for i in range(n):
+            x[i] /= nrm
+    # Back to G's basis: x <- H_0 ... H_{n-3} x.
+    for k in range(n - 3, -1, -1):
+        if betas[k] == 0.0:
+            continue
+        acc = 0.0
+        for i in range(k + 1, n):
+            acc += V[k, i] * x[i]
+        acc *= betas[k]
+        for i in range(k + 1, n):
+            x[i] -= acc * V[k, i]
+    return x
+
+
+def _hermitian_eig(G):
+    """Eigenvalues (ascending) and eigenvectors of a small Hermitian matrix: the kernel above when real.
+
+    Plain-Python path (Numba's JIT off); compiled code gets the same choice from the overload below.
+    """
+    if np.iscomplexobj(G):
+        return np.linalg.eigh(G)
+    return _sym_eig_kernel(G)
+
+
+@overload(_hermitian_eig, jit_options={"fastmath": FASTMATH, "cache": CACHE})
+def _hermitian_eig_overload(G):  # pragma: no cover - compile-time dispatch
+    if isinstance(G.dtype, nb_types.Complex):
+        return lambda G: np.linalg.eigh(G)
+    return lambda G: _sym_eig_kernel(G)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -63,7 +390,12 @@ SECOND_MOMENT_FLOOR = 1e-30
 @numba.njit(fastmath=FASTMATH, cache=CACHE)
 def _eig_solve_kernel(p_head, p_last, z, noise_var, d, dz):  # pragma: no cover - compiled
     n_last = p_last.shape[0]
+    # log|C| = sum log c_k is taken as the log of a running product, renormalised (frexp, exact) whenever it
+    # leaves [1e-150, 1e150]: one log per call instead of one per entry, which was most of this pass.
+    # An entry outside that range itself (never at sane scalings) is logged on its own.
     logdet = 0.0
+    prod = 1.0
+    expo = 0
     quad = 0.0
     dz2 = 0.0
     well = 0.0
@@ -78,10 +410,18 @@ def _eig_solve_kernel(p_head, p_last, z, noise_var, d, dz):  # pragma: no cover 
             a2 = zk.real * zk.real + zk.imag * zk.imag
             d[k] = dk
             dz[k] = dk * zk
-            logdet += math.log(c)
+            if c < _PROD_BOUND and c > 1.0 / _PROD_BOUND:
+                prod *= c
+                if prod > _PROD_BOUND or prod < 1.0 / _PROD_BOUND:
+                    mant, e = math.frexp(prod)
+                    prod = mant
+                    expo += e
+            else:
+                logdet += math.log(c)
             quad += dk * a2
             dz2 += dk * dk * a2
             well += P * dk
+    logdet += math.log(prod) + expo * _LN2
     return logdet, quad, dz2, well
 
 
@@ -140,7 +480,8 @@ def _change_norm_kernel(a_head, a_last, b_head, b_last):  # pragma: no cover - c
 # ----------------------------------------------------------------------------------------------------
 # Kernel 4: one factor's eigendecomposition and the three right multipliers of the E-step products.
 # Exists because these are ten small-matrix operations per factor and EM iteration (M_i, N_i ~ 10), each
-# dominated by NumPy's call overhead; compiled, the LAPACK eigensolver is the only real cost left.
+# dominated by NumPy's call overhead; compiled, the eigensolver (kernel 0 for real factors, LAPACK for complex
+# ones) is the only real cost left.
 # ----------------------------------------------------------------------------------------------------
 @numba.njit(fastmath=FASTMATH, cache=CACHE)
 def _factor_rotation_kernel(A, Ah, g):  # pragma: no cover - compiled
@@ -166,7 +507,7 @@ def _factor_rotation_kernel(A, Ah, g):  # pragma: no cover - compiled
                     acc += A[i, k] * g[k] * np.conj(A[j, k])
                 G[i, j] = acc
                 G[j, i] = np.conj(acc)
-        p, U_eig = np.linalg.eigh(G)
+        p, U_eig = _hermitian_eig(G)
         U = np.ascontiguousarray(U_eig)
         for i in range(m):
             if p[i] < 0.0:  # A Γ A^H is PSD: negative eigenvalues are rounding
@@ -215,6 +556,24 @@ def _mode_chain(rights, t):  # pragma: no cover - compiled
 
 
 @numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _mode_chain_trailing(rights, t):  # pragma: no cover - compiled
+    """:func:`_mode_chain` contracting the trailing axis first (the new axis goes in front).
+
+    The same product; for the expanding products of the E-step (``rights[i]`` of shape (r_i, N_i),
+    r_i <= N_i) it does fewer operations when the later factors expand less, as the small intermediate tensors
+    then come first (at M = (8, 12, 15), N_i = 15: 70 000 instead of 113 000 multiply-adds).
+    """
+    n = len(rights)
+    t2 = t.reshape((-1, rights[n - 1].shape[0]))
+    for k in range(n - 1, -1, -1):
+        R = rights[k]
+        t2 = R.T @ t2.T  # (N_k, rest): the new axis first, then the others in order
+        if k > 0:
+            t2 = t2.reshape((-1, rights[k - 1].shape[0]))
+    return t2.reshape(-1)
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
 def _estep_kernel(factors, factors_h, gammas, y, noise_var):  # pragma: no cover - compiled
     n = len(factors)
     ps = []
@@ -244,8 +603,8 @@ def _estep_kernel(factors, factors_h, gammas, y, noise_var):  # pragma: no cover
         logdet += n_null * math.log(noise_var)
         quad += rest / noise_var
         dz2 += rest / (noise_var * noise_var)
-    mean = _mode_chain(back, dz)
-    q = _mode_chain(sq, d)
+    mean = _mode_chain_trailing(back, dz)
+    q = _mode_chain_trailing(sq, d)
     lam = np.empty(q.shape[0])
     g_head = _kron_flat(gammas, n - 1)
     top = _second_moments_kernel(g_head, gammas[n - 1], q, mean, lam)
@@ -287,6 +646,110 @@ def _prune_change_kernel(old, new, ratios):  # pragma: no cover - compiled
 
 
 # ----------------------------------------------------------------------------------------------------
+# Kernel 7: the SVD-KroSBL M-step (sequential rank-one fit of Λ).
+# ----------------------------------------------------------------------------------------------------
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _svd_mstep_kernel(lam, shape):  # pragma: no cover - compiled
+    """Factor variances |u_i| from the leading left singular vectors of the successive unfoldings of Λ.
+
+    The leading left singular vector of an unfolding R (l_i x rest) is the top eigenvector of R R^T; u^T R is
+    then s v^T, whose next unfolding gives the next factor (and, after the last but one, the last factor).
+    """
+    n = shape.shape[0]
+    out = []
+    R = lam.reshape((shape[0], lam.shape[0] // shape[0]))
+    for i in range(n - 1):
+        u = _sym_top_eigvec_kernel(R @ R.T)
+        out.append(np.abs(u))
+        rest = np.dot(u, R)
+        if i + 1 < n - 1:
+            R = rest.reshape((shape[i + 1], rest.shape[0] // shape[i + 1]))
+        else:
+            out.append(np.abs(rest))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernel 8: the whole SVD-KroSBL EM loop (E-step, M-step, noise update, pruning, stopping rule).
+# Exists because, with the E-step compiled, the Python glue of one iteration (the M-step's small NumPy and
+# LAPACK calls, the pruning bookkeeping, the dispatch of two kernels) cost about as much as the E-step.
+# ----------------------------------------------------------------------------------------------------
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _columns(A, ix):  # pragma: no cover - compiled
+    """``A[:, ix]`` and its conjugate transpose, both C-contiguous."""
+    m = A.shape[0]
+    S = np.empty((m, ix.shape[0]), dtype=A.dtype)
+    Sh = np.empty((ix.shape[0], m), dtype=A.dtype)
+    for i in range(m):
+        for j in range(ix.shape[0]):
+            v = A[i, ix[j]]
+            S[i, j] = v
+            Sh[j, i] = np.conj(v)
+    return S, Sh
+
+
+@numba.njit(fastmath=FASTMATH, cache=CACHE)
+def _svd_em_kernel(
+    factors, idx, gammas, y, noise_var, learn_noise, noise_floor, ratios, max_iter, tol
+):  # pragma: no cover - compiled
+    n = len(factors)
+    m_bar = y.shape[0]
+    ix = [idx[k].copy() for k in range(n)]
+    gam = [gammas[k].copy() for k in range(n)]
+    sub = []
+    sub_h = []
+    for k in range(n):
+        S, Sh = _columns(factors[k], ix[k])
+        sub.append(S)
+        sub_h.append(Sh)
+    shape = np.empty(n, dtype=np.int64)
+    logdets = np.empty(max_iter)
+    quads = np.empty(max_iter)
+    n_trace = 0
+    sigma2 = noise_var
+    converged = False
+    empty = False
+    n_iter = 0
+    mean, q, lam, top, _, logdet, quad, dz2, well = _estep_kernel(sub, sub_h, gam, y, sigma2)
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        if not top > 0.0:  # Λ >= 0: no positive second moment (or a NaN)
+            break
+        for k in range(n):
+            shape[k] = gam[k].shape[0]
+        new = _svd_mstep_kernel(lam, shape)
+        new_sigma2 = sigma2
+        if learn_noise:
+            new_sigma2 = max((sigma2 * sigma2 * dz2 + sigma2 * well) / m_bar, noise_floor)
+        keeps, n_kept, change, old_norm = _prune_change_kernel(gam, new, ratios)
+        rel = change / max(old_norm, _TINY)
+        noise_rel = abs(new_sigma2 - sigma2) / sigma2
+        for k in range(n):
+            if n_kept[k] < new[k].shape[0]:
+                ix[k] = ix[k][keeps[k]]
+                gam[k] = new[k][keeps[k]]
+                if n_kept[k] == 0:
+                    empty = True
+                else:
+                    S, Sh = _columns(factors[k], ix[k])
+                    sub[k] = S
+                    sub_h[k] = Sh
+            else:
+                gam[k] = new[k]
+        sigma2 = new_sigma2
+        if empty:
+            break
+        mean, q, lam, top, _, logdet, quad, dz2, well = _estep_kernel(sub, sub_h, gam, y, sigma2)
+        logdets[n_trace] = logdet
+        quads[n_trace] = quad
+        n_trace += 1
+        if rel <= tol and noise_rel <= tol:
+            converged = True
+            break
+    return ix, gam, sigma2, mean, q, logdets[:n_trace], quads[:n_trace], n_iter, converged, empty
+
+
+# ----------------------------------------------------------------------------------------------------
 # Unchecked entry points (for the EM loop, which builds its arrays itself) and validated wrappers.
 # ----------------------------------------------------------------------------------------------------
 def kron_eig_solve_unchecked(p_head, p_last, z, noise_var, d, dz):
@@ -317,6 +780,16 @@ def kron_estep_unchecked(factors, factors_h, gammas, y, noise_var):
 def kron_prune_change_unchecked(old, new, ratios):
     """:func:`kron_prune_change` without any check (tuples of C-contiguous float64 vectors)."""
     return _prune_change_kernel(old, new, ratios)
+
+
+def kron_svd_mstep_unchecked(lam, shape):
+    """:func:`kron_svd_mstep` without any check (``lam`` flat C-contiguous float64, ``shape`` int64)."""
+    return _svd_mstep_kernel(lam, shape)
+
+
+def kron_svd_em_unchecked(factors, idx, gammas, y, noise_var, learn_noise, noise_floor, ratios, max_iter, tol):
+    """:func:`kron_svd_em` without any check (arrays of the documented kinds)."""
+    return _svd_em_kernel(factors, idx, gammas, y, noise_var, learn_noise, noise_floor, ratios, max_iter, tol)
 
 
 def _check(arr, name: str, size: int | None, kinds: str, *, output: bool = False) -> np.ndarray:
@@ -589,3 +1062,127 @@ def kron_prune_change(old, new, ratios) -> tuple[list, np.ndarray, float, float]
         raise ValueError(f"ratios must be in [0, 1), got {ratios}")
     keeps, n_kept, diff, norm = _prune_change_kernel(old, new, ratios)
     return list(keeps), n_kept, float(diff), float(norm)
+
+
+def kron_svd_mstep(lam, shape) -> list:
+    r"""The SVD-KroSBL M-step: a sequential rank-one fit of the second-moment tensor.
+
+    With :math:`\Lambda` of shape :math:`(l_1, \ldots, l_I)` (flattened in C order) and
+    :math:`R_1 = \Lambda_{(1)}` (:math:`l_1 \times \prod_{k>1} l_k`), factor :math:`i < I` is
+    :math:`g_i = |u_i|`, :math:`u_i` the leading left singular vector of :math:`R_i` (the top eigenvector of
+    :math:`R_i R_i^T`), and :math:`R_{i+1}` is :math:`u_i^T R_i` reshaped to
+    :math:`l_{i+1} \times \prod_{k>i+1} l_k`; the last factor is :math:`|u_{I-1}^T R_{I-1}|`.
+
+    Parameters
+    ----------
+    lam : ndarray of shape (prod l_i,), float64
+        :math:`\Lambda`, C order.
+    shape : ndarray of shape (I,), int
+        :math:`(l_1, \ldots, l_I)`, :math:`I \ge 2`, every :math:`l_i \ge 1`.
+
+    Returns
+    -------
+    list of ndarray, the i-th of shape (l_i,), float64
+    """
+    shape = np.asarray(shape)
+    if shape.ndim != 1 or shape.shape[0] < 2 or shape.dtype.kind not in "iu" or np.any(shape < 1):
+        raise ValueError(f"shape must be a 1-D integer array of >= 2 positive sizes, got {shape!r}")
+    shape = shape.astype(np.int64)
+    lam = _check(lam, "lam", int(np.prod(shape)), "f")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("lam must be finite")
+    return list(_svd_mstep_kernel(lam, shape))
+
+
+def kron_svd_em(factors, idx, gammas, y, noise_var, learn_noise, noise_floor, ratios, max_iter, tol):
+    r"""The SVD-KroSBL EM loop in one compiled call.
+
+    Starting from the factor variances ``gammas`` on the surviving columns ``idx`` of each factor, each
+    iteration runs the E-step of :func:`kron_estep` on :math:`(A_i[:, S_i])_i` (its first one before the
+    loop), stops if :math:`\max \Lambda` is not positive, fits :math:`g_i` by :func:`kron_svd_mstep`, updates
+    :math:`\sigma^2 \leftarrow \max((\sigma^4\,\mathrm{dz2} + \sigma^2\,\mathrm{well})/\bar M,\ \text{floor})`
+    when ``learn_noise``, prunes by :func:`kron_prune_change` (a factor left with no entry ends the loop),
+    runs the E-step on the new support, records its ``logdet`` and ``quad`` and stops when the relative change
+    of :math:`\otimes g_i` and of :math:`\sigma^2` are both at most ``tol``.
+
+    Parameters
+    ----------
+    factors : tuple of ndarray, the i-th of shape (M_i, N_i), float64 or complex128, C-contiguous
+        :math:`I \ge 2` factors, one dtype.
+    idx : tuple of ndarray, the i-th of shape (l_i,), int64
+        Surviving columns of each factor, :math:`l_i \ge 1`, each in ``range(N_i)`` and increasing.
+    gammas : tuple of ndarray, the i-th of shape (l_i,), float64
+        Their variances, >= 0.
+    y : ndarray of shape (prod M_i,), dtype of ``factors``
+        Measurements in ``np.kron`` order.
+    noise_var : float
+        Starting (or fixed) :math:`\sigma^2 > 0`.
+    learn_noise : bool
+    noise_floor : float
+        Lower bound of a learned :math:`\sigma^2`.
+    ratios : ndarray of shape (I,), float64
+        Pruning ratios in [0, 1).
+    max_iter : int
+        Maximum number of EM iterations, >= 1.
+    tol : float
+        Stopping tolerance, >= 0.
+
+    Returns
+    -------
+    idx : list of ndarray of int64
+        Surviving columns at the end (one factor is empty when ``empty``).
+    gammas : list of ndarray of float64
+        Their variances.
+    noise_var : float
+    mean, sigma_diag : ndarray of shape (prod l_i,)
+        Posterior mean and variances of the last E-step (on the final support unless ``empty``).
+    logdets, quads : ndarray of shape (n_trace,), float64
+        ``logdet`` and ``quad`` of the E-step after each completed iteration.
+    n_iter : int
+    converged, empty : bool
+    """
+    for name, seq in (("factors", factors), ("idx", idx), ("gammas", gammas)):
+        if not isinstance(seq, tuple):
+            raise TypeError(f"{name} must be a tuple of arrays, got {type(seq).__name__}")
+    if len(factors) < 2 or not (len(factors) == len(idx) == len(gammas)):
+        raise ValueError("factors, idx and gammas must hold the same number (>= 2) of arrays")
+    dtype = factors[0].dtype if isinstance(factors[0], np.ndarray) else None
+    if dtype not in (np.float64, np.complex128):
+        raise TypeError("factors must be float64 or complex128 arrays")
+    checked_idx, checked_g = [], []
+    for i, (A, ix, g) in enumerate(zip(factors, idx, gammas, strict=True)):
+        _check_matrix(A, f"factors[{i}]", (dtype.type,))
+        if not A.flags.c_contiguous:
+            raise ValueError(f"factors[{i}] must be C-contiguous")
+        ix = np.asarray(ix)
+        if ix.ndim != 1 or ix.dtype.kind not in "iu" or ix.size == 0:
+            raise ValueError(f"idx[{i}] must be a non-empty 1-D integer array")
+        if np.any(ix < 0) or np.any(ix >= A.shape[1]) or np.any(np.diff(ix) <= 0):
+            raise ValueError(f"idx[{i}] must be increasing column indices of factors[{i}]")
+        checked_idx.append(np.ascontiguousarray(ix, dtype=np.int64))
+        g = _check(g, f"gammas[{i}]", ix.size, "f")
+        if not np.all(g >= 0):
+            raise ValueError(f"gammas[{i}] must be >= 0")
+        checked_g.append(g)
+    m_bar = int(np.prod([A.shape[0] for A in factors]))
+    y = _check(y, "y", m_bar, "fc")
+    if y.dtype != dtype:
+        raise TypeError(f"y must have the dtype of the factors ({dtype}), got {y.dtype}")
+    noise_var, noise_floor, tol = float(noise_var), float(noise_floor), float(tol)
+    if not (math.isfinite(noise_var) and noise_var > 0.0):
+        raise ValueError(f"noise_var must be finite and > 0, got {noise_var}")
+    if not (math.isfinite(noise_floor) and noise_floor >= 0.0):
+        raise ValueError(f"noise_floor must be finite and >= 0, got {noise_floor}")
+    if not (math.isfinite(tol) and tol >= 0.0):
+        raise ValueError(f"tol must be finite and >= 0, got {tol}")
+    ratios = _check(ratios, "ratios", len(factors), "f")
+    if not np.all((ratios >= 0.0) & (ratios < 1.0)):
+        raise ValueError(f"ratios must be in [0, 1), got {ratios}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    out = _svd_em_kernel(
+        factors, tuple(checked_idx), tuple(checked_g), y, noise_var, bool(learn_noise), noise_floor, ratios,
+        int(max_iter), tol,
+    )  # fmt: skip
+    ix, g, s2, mean, var, logdets, quads, n_iter, converged, empty = out
+    return list(ix), list(g), float(s2), mean, var, logdets, quads, int(n_iter), bool(converged), bool(empty)

@@ -321,6 +321,40 @@ def test_svd_engine_matches_plain_reimplementation(max_iter, complex_):
     np.testing.assert_allclose(fit.coef, ref_mean, rtol=1e-9, atol=1e-12 * np.abs(ref_mean).max())
 
 
+@pytest.mark.parametrize("learn_noise", [False, True], ids=["fixed", "learned"])
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+def test_compiled_svd_loop_matches_the_python_loop(complex_, learn_noise):
+    # mstep=None runs the whole SVD-KroSBL loop compiled (kron_svd_em); the Python loop with _svd_mstep is
+    # the same iteration step by step: same support, iterations and evidence trace, to rounding.
+    p = make_kronecker_sparse((9, 8, 7), (5, 6, 7), 2, 20.0, seed=4)
+    rng = np.random.default_rng(5)
+    factors = [A + (0.3j * _draw(rng, A.shape, False) if complex_ else 0.0) for A in p.factors]
+    y = _kron(factors) @ p.coef + 0.02 * _draw(rng, p.y.size, complex_)
+    y_t = y.reshape([A.shape[0] for A in factors])
+    noise = None if learn_noise else 4e-4
+    plain = _run_em(
+        factors, y_t, complex_, mstep=lambda lam, g, ix: _svd_mstep(lam), prune_ratios=[1e-3] * 3,
+        fixed_noise=noise, max_iter=150, tol=1e-4, solver="svd",
+    )  # fmt: skip
+    starts = [None, ([np.arange(9), np.array([0, 2, 5]), np.arange(7)], [np.ones(9), np.ones(3), np.ones(7)], 0.01)]
+    for init in starts:
+        args = dict(prune_ratios=[1e-3] * 3, fixed_noise=noise, max_iter=150, tol=1e-4, solver="svd", init=init)
+        compiled = _run_em(factors, y_t, complex_, mstep=None, **args)
+        python = _run_em(factors, y_t, complex_, mstep=lambda lam, g, ix: _svd_mstep(lam), **args)
+        assert (compiled.n_iter, compiled.converged) == (python.n_iter, python.converged)
+        for a, b in zip(compiled.factor_gammas, python.factor_gammas, strict=True):
+            np.testing.assert_array_equal(a > 0, b > 0)
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14 * b.max())
+        np.testing.assert_allclose(compiled.coef, python.coef, rtol=1e-10, atol=1e-13 * np.abs(python.coef).max())
+        # Σ_nn = γ(1 - γ q) cancels: compared against its largest entry.
+        var_scale = python.posterior_var.max()
+        np.testing.assert_allclose(compiled.posterior_var, python.posterior_var, atol=1e-10 * var_scale)
+        np.testing.assert_allclose(compiled.log_evidence, python.log_evidence, rtol=1e-12)
+        assert compiled.noise_var == pytest.approx(python.noise_var, rel=1e-10)
+        assert compiled.coef.dtype == python.coef.dtype
+    assert plain.n_active < plain.coef.size  # the draw exercises the pruning
+
+
 # ----------------------------------------------------------------------------------------------------
 # (5) Learned noise
 # ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,14 @@ from probsparse.kernels import (
     kron_prune_change,
     kron_second_moments,
 )
+from probsparse.kernels.kronecker_products import (
+    _mode_chain,
+    _mode_chain_trailing,
+    _sym_eig_kernel,
+    _sym_top_eigvec_kernel,
+    kron_svd_em,
+    kron_svd_mstep,
+)
 from tests.kernels import naive
 
 
@@ -318,3 +326,274 @@ def test_estep_validates_its_inputs():
         kron_estep(A, Ah, (np.ones(3), -np.ones(2)), y, 1.0)
     with pytest.raises(ValueError, match=">= 2"):
         kron_estep(A[:1], Ah[:1], g[:1], np.ones(2), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# _sym_eig_kernel (small symmetric eigensolver) against LAPACK
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sym_cases():
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (1, 2, 3, 8, 12, 15, 17):
+        A = rng.standard_normal((n, 15))
+        cases.append((f"gram{n}", (A * rng.uniform(0.0, 2.0, 15)) @ A.T))
+        B = rng.standard_normal((n, n))
+        cases.append((f"indefinite{n}", B + B.T))
+    A = rng.standard_normal((12, 3))
+    cases.append(("rank3", A @ A.T))  # nine zero eigenvalues
+    cases.append(("zero", np.zeros((5, 5))))
+    cases.append(("diagonal", np.diag([3.0, -1.0, 3.0, 0.5])))  # already tridiagonal, repeated eigenvalue
+    cases.append(("identity", np.eye(6)))
+    Q, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    cases.append(("clustered", (Q * np.array([1.0, 1.0 + 1e-13, 2.0, 2.0, 2.0, 5.0, 5.0 + 1e-9, 7.0])) @ Q.T))
+    C = rng.standard_normal((6, 6))
+    cases.append(("tiny", 1e-200 * (C @ C.T)))
+    cases.append(("huge", 1e200 * (C @ C.T)))
+    T = np.diag(rng.uniform(1, 2, 7)) + np.diag(np.full(6, 1e-20), 1) + np.diag(np.full(6, 1e-20), -1)
+    cases.append(("split", T))
+    return cases
+
+
+@pytest.mark.parametrize("name, G", _sym_cases(), ids=[c[0] for c in _sym_cases()])
+def test_sym_eig_matches_lapack(name, G):
+    p, U = _sym_eig_kernel(np.ascontiguousarray(G))
+    n = G.shape[0]
+    r_p = np.linalg.eigvalsh(G)
+    scale = float(np.max(np.abs(r_p))) if np.any(r_p) else 1.0
+    assert p.shape == (n,) and U.shape == (n, n)
+    assert np.all(np.diff(p) >= 0.0)  # ascending
+    np.testing.assert_allclose(p, r_p, rtol=0, atol=1e-13 * scale)
+    np.testing.assert_allclose(U.T @ U, np.eye(n), atol=1e-13)
+    np.testing.assert_allclose((U * p) @ U.T, G, rtol=0, atol=1e-13 * scale)
+    # An eigenvector of a simple eigenvalue agrees with LAPACK's up to sign.
+    r_p_full, r_U = np.linalg.eigh(G)
+    for j in range(n):
+        if np.all(np.abs(np.delete(r_p_full, j) - r_p_full[j]) > 1e-6 * scale):
+            assert abs(U[:, j] @ r_U[:, j]) == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("name, G", _sym_cases(), ids=[c[0] for c in _sym_cases()])
+def test_sym_top_eigvec_matches_lapack(name, G):
+    u = _sym_top_eigvec_kernel(np.ascontiguousarray(G))
+    r_p, r_U = np.linalg.eigh(G)
+    scale = float(np.max(np.abs(r_p))) if np.any(r_p) else 1.0
+    assert u.shape == (G.shape[0],)
+    assert np.linalg.norm(u) == pytest.approx(1.0, abs=1e-14)
+    np.testing.assert_allclose(G @ u, r_p[-1] * u, rtol=0, atol=1e-13 * scale)  # an eigenvector of the top one
+    if G.shape[0] == 1 or r_p[-1] - r_p[-2] > 1e-6 * scale:
+        assert abs(u @ r_U[:, -1]) == pytest.approx(1.0, abs=1e-10)
+
+
+def test_sym_eig_reads_the_lower_triangle_and_rejects_non_finite():
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((5, 5))
+    G = B + B.T
+    lower = np.tril(G) + np.triu(np.full((5, 5), 99.0), 1)
+    np.testing.assert_allclose(_sym_eig_kernel(lower)[0], np.linalg.eigvalsh(G), atol=1e-13)
+    u = _sym_top_eigvec_kernel(lower)
+    assert abs(u @ np.linalg.eigh(G)[1][:, -1]) == pytest.approx(1.0, abs=1e-12)
+    G[3, 1] = np.nan
+    with pytest.raises(np.linalg.LinAlgError):
+        _sym_eig_kernel(G)
+    with pytest.raises(np.linalg.LinAlgError):
+        _sym_top_eigvec_kernel(G)
+
+
+# ----------------------------------------------------------------------------------------------------
+# _mode_chain_trailing: the same product as _mode_chain, in the other order
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("shapes", [[(3, 5), (4, 2)], [(2, 3), (3, 3), (4, 5)], [(2, 2), (1, 3), (3, 2), (2, 4)]])
+def test_mode_chains_match_the_kronecker_product(shapes, complex_):
+    rng = np.random.default_rng(len(shapes) + 5 * complex_)
+    rights = tuple(_draw(rng, s, complex_) for s in shapes)
+    t = _draw(rng, int(np.prod([s[0] for s in shapes])), complex_)
+    ref = _kron([R.T for R in rights]) @ t
+    np.testing.assert_allclose(_mode_chain_trailing(rights, t), ref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(_mode_chain(rights, t), ref, rtol=1e-13, atol=1e-13)
+
+
+def test_eig_solve_log_determinant_over_a_wide_range():
+    # Entries far outside the running product's range, and enough moderate ones to renormalise it often.
+    rng = np.random.default_rng(11)
+    p_head = np.concatenate([[1e200, 1e-200, 0.0], 10.0 ** rng.uniform(-100, 100, 40)])
+    p_last = 10.0 ** rng.uniform(-3, 60, 9)
+    z = rng.standard_normal(p_head.size * p_last.size)
+    d, dz = np.empty(z.size), np.empty(z.size)
+    logdet, *_ = kron_eig_solve(p_head, p_last, z, 1e-152, d, dz)
+    r_logdet = naive.kron_eig_solve(p_head, p_last, z, 1e-152)[2]
+    assert logdet == pytest.approx(r_logdet, rel=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------------
+# kron_svd_mstep against full SVDs of the unfoldings
+# ----------------------------------------------------------------------------------------------------
+
+
+def _naive_svd_mstep(lam):
+    """Sequential rank-one fit by np.linalg.svd: |u_1|, then the unfolding of s_1 v_1 for the next factor."""
+    shape = lam.shape
+    out = []
+    R = lam.reshape(shape[0], -1)
+    for i in range(len(shape) - 1):
+        U, s, Vt = np.linalg.svd(R, full_matrices=False)
+        out.append(np.abs(U[:, 0]))
+        rest = s[0] * Vt[0]
+        if i + 1 < len(shape) - 1:
+            R = rest.reshape(shape[i + 1], -1)
+        else:
+            out.append(np.abs(rest))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 5), (2, 3, 2, 4), (15, 15, 15), (1, 6, 3)])
+def test_svd_mstep_matches_naive(shape):
+    rng = np.random.default_rng(sum(shape))
+    lam = rng.uniform(0.0, 1.0, shape) + 3.0 * _kron_outer([rng.uniform(0.5, 1.0, n) for n in shape])
+    got = kron_svd_mstep(lam.reshape(-1), np.array(shape))
+    ref = _naive_svd_mstep(lam)
+    assert len(got) == len(shape)
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-13)
+
+
+def test_svd_mstep_validates_its_inputs():
+    with pytest.raises(ValueError, match="shape"):
+        kron_svd_mstep(np.ones(4), np.array([4]))
+    with pytest.raises(ValueError, match="lam"):
+        kron_svd_mstep(np.ones(5), np.array([2, 2]))
+    with pytest.raises(ValueError, match="finite"):
+        kron_svd_mstep(np.array([1.0, np.inf, 1.0, 1.0]), np.array([2, 2]))
+
+
+def _kron_outer(vectors):
+    t = vectors[0]
+    for v in vectors[1:]:
+        t = np.multiply.outer(t, v)
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------
+# kron_svd_em against a dense EM loop
+# ----------------------------------------------------------------------------------------------------
+
+
+def _naive_svd_em(factors, idx, gammas, y, s2, learn_noise, floor, ratios, max_iter, tol):
+    """SVD-KroSBL EM with dense H, C and Sigma: the iteration kron_svd_em documents, written plainly."""
+    idx = [np.asarray(ix) for ix in idx]
+    gam = [np.asarray(g, dtype=float) for g in gammas]
+    m_bar = y.size
+
+    def estep(idx, gam, s2):
+        H = _kron([A[:, ix] for A, ix in zip(factors, idx, strict=True)])
+        g = _kron(gam)
+        C = s2 * np.eye(m_bar) + (H * g) @ H.conj().T
+        Ci_y = np.linalg.solve(C, y)
+        mean = g * (H.conj().T @ Ci_y)
+        var = np.maximum(g - g**2 * np.real(np.sum(H.conj() * np.linalg.solve(C, H), axis=0)), 0.0)
+        lam = var + np.abs(mean) ** 2
+        top = lam.max()
+        resid2 = float(np.sum(np.abs(y - H @ mean) ** 2))
+        well = float(np.sum(1.0 - var / g))
+        logdet = np.linalg.slogdet(C)[1]
+        quad = float(np.real(np.vdot(y, Ci_y)))
+        return mean, var, np.maximum(lam, 1e-30 * top), top, resid2, well, logdet, quad
+
+    mean, var, lam, top, resid2, well, *_ = estep(idx, gam, s2)
+    logdets, quads = [], []
+    n_iter, converged, empty = 0, False, False
+    for it in range(1, max_iter + 1):
+        n_iter = it
+        if not top > 0:
+            break
+        new = _naive_svd_mstep(lam.reshape([g.size for g in gam]))
+        new_s2 = max((resid2 + s2 * well) / m_bar, floor) if learn_noise else s2
+        keeps, n_kept, diff, norm = naive.kron_prune_change(tuple(gam), tuple(new), ratios)
+        rel, noise_rel = diff / max(norm, np.finfo(float).tiny), abs(new_s2 - s2) / s2
+        idx = [ix[k] for ix, k in zip(idx, keeps, strict=True)]
+        gam = [g[k] for g, k in zip(new, keeps, strict=True)]
+        s2 = new_s2
+        if any(g.size == 0 for g in gam):
+            empty = True
+            break
+        mean, var, lam, top, resid2, well, logdet, quad = estep(idx, gam, s2)
+        logdets.append(logdet)
+        quads.append(quad)
+        if rel <= tol and noise_rel <= tol:
+            converged = True
+            break
+    return idx, gam, s2, mean, var, np.array(logdets), np.array(quads), n_iter, converged, empty
+
+
+@pytest.mark.parametrize("learn_noise", [False, True], ids=["fixed", "learned"])
+@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
+@pytest.mark.parametrize("ms, ns", [((4, 5), (6, 7)), ((3, 4, 3), (5, 4, 6))])
+def test_svd_em_matches_a_dense_loop(ms, ns, complex_, learn_noise):
+    rng = np.random.default_rng(sum(ms) + 3 * complex_ + 7 * learn_noise)
+    factors = tuple(np.ascontiguousarray(_draw(rng, (m, n), complex_)) for m, n in zip(ms, ns, strict=True))
+    supports = [rng.choice(n, 2, replace=False) for n in ns]
+    x = _kron([np.isin(np.arange(n), s) * rng.uniform(1.0, 2.0, n) for n, s in zip(ns, supports, strict=True)])
+    H = _kron(list(factors))
+    y = H @ x + 0.05 * _draw(rng, H.shape[0], complex_)
+    idx = tuple(np.arange(n) for n in ns)
+    gammas = tuple(np.ones(n) for n in ns)
+    args = (y, 0.01, learn_noise, 1e-8, np.full(len(ms), 1e-3), 60, 1e-6)
+    got = kron_svd_em(factors, idx, gammas, *args)
+    ref = _naive_svd_em(factors, idx, gammas, *args)
+    g_idx, g_gam, g_s2, g_mean, g_var, g_logdets, g_quads, g_n, g_conv, g_empty = got
+    r_idx, r_gam, r_s2, r_mean, r_var, r_logdets, r_quads, r_n, r_conv, r_empty = ref
+    assert (g_n, g_conv, g_empty) == (r_n, r_conv, r_empty)
+    assert any(ix.size < n for ix, n in zip(g_idx, ns, strict=True))  # the draw must exercise the pruning
+    for a, b in zip(g_idx, r_idx, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(g_gam, r_gam, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-7)
+    assert g_s2 == pytest.approx(r_s2, rel=1e-9)
+    np.testing.assert_allclose(g_mean, r_mean, rtol=1e-7, atol=1e-9 * np.abs(r_mean).max())
+    np.testing.assert_allclose(g_var, r_var, rtol=1e-7, atol=1e-9 * np.abs(r_var).max())
+    np.testing.assert_allclose(g_logdets, r_logdets, rtol=1e-7, atol=1e-7)  # dense slogdet of an ill-conditioned C
+    np.testing.assert_allclose(g_quads, r_quads, rtol=1e-7)
+
+
+def test_svd_em_reports_an_emptied_factor():
+    # A factor whose variances come out all zero (here y = 0 gives Λ = Σ only, and a zero column) ends EM.
+    rng = np.random.default_rng(2)
+    factors = (rng.standard_normal((3, 4)), np.zeros((2, 3)))
+    idx = (np.arange(4), np.arange(3))
+    out = kron_svd_em(factors, idx, (np.ones(4), np.ones(3)), np.zeros(6), 1.0, False, 0.0, np.zeros(2), 5, 1e-6)
+    ref = _naive_svd_em(factors, idx, (np.ones(4), np.ones(3)), np.zeros(6), 1.0, False, 0.0, np.zeros(2), 5, 1e-6)
+    assert out[7:] == ref[7:]
+
+
+def test_svd_em_validates_its_inputs():
+    rng = np.random.default_rng(0)
+    A = (rng.standard_normal((2, 3)), rng.standard_normal((3, 2)))
+    idx = (np.arange(3), np.arange(2))
+    g = (np.ones(3), np.ones(2))
+    y = np.ones(6)
+    rest = (1.0, False, 0.0, np.zeros(2), 10, 1e-4)
+    kron_svd_em(A, idx, g, y, *rest)
+    with pytest.raises(TypeError, match="tuple"):
+        kron_svd_em(list(A), idx, g, y, *rest)
+    with pytest.raises(ValueError, match="idx\\[0\\]"):
+        kron_svd_em(A, (np.array([0, 0, 1]), idx[1]), g, y, *rest)
+    with pytest.raises(ValueError, match="idx\\[1\\]"):
+        kron_svd_em(A, (idx[0], np.array([0, 2])), g, y, *rest)
+    with pytest.raises(ValueError, match="gammas\\[0\\]"):
+        kron_svd_em(A, idx, (np.ones(2), g[1]), y, *rest)
+    with pytest.raises(ValueError, match="gammas"):
+        kron_svd_em(A, idx, (-np.ones(3), g[1]), y, *rest)
+    with pytest.raises(TypeError, match="y"):
+        kron_svd_em(A, idx, g, y.astype(complex), *rest)
+    with pytest.raises(ValueError, match="noise_var"):
+        kron_svd_em(A, idx, g, y, 0.0, *rest[1:])
+    with pytest.raises(ValueError, match="ratios"):
+        kron_svd_em(A, idx, g, y, 1.0, False, 0.0, np.ones(2), 10, 1e-4)
+    with pytest.raises(ValueError, match="max_iter"):
+        kron_svd_em(A, idx, g, y, 1.0, False, 0.0, np.zeros(2), 0, 1e-4)
+    with pytest.raises(ValueError, match="tol"):
+        kron_svd_em(A, idx, g, y, 1.0, False, 0.0, np.zeros(2), 10, -1.0)

@@ -70,6 +70,7 @@ from probsparse.kernels.kronecker_products import (
     kron_eig_solve_unchecked,
     kron_estep_unchecked,
     kron_prune_change_unchecked,
+    kron_svd_em_unchecked,
 )
 
 __all__ = ["KroneckerSBLPosterior", "fit_kronecker_sbl", "kronecker_posterior"]
@@ -350,6 +351,9 @@ def _svd_mstep(lam: np.ndarray) -> list:
     The leading left singular vector u of an unfolding R is the top eigenvector of R R^T (l_i x l_i), and
     u^T R = s v^T; an eigenvector of the small Gram matrix costs a fraction of a full SVD of R, and the top
     singular pair is as accurate through it as through the SVD (its error scales with the gap s_1^2 - s_2^2).
+    ``fit_kronecker_sbl`` runs the compiled twin of this step (:func:`probsparse.kernels.kronecker_products.
+    kron_svd_mstep`, inside :func:`~probsparse.kernels.kronecker_products.kron_svd_em`); this one serves the
+    plain-Python loop of :func:`_run_em` (and the tests that compare the two).
     """
     shape = lam.shape
     gammas = []
@@ -553,9 +557,7 @@ def fit_kronecker_sbl(
         raise ValueError(f"restart_rounds must be an integer >= 0, got {restart_rounds!r}")
 
     if solver == "svd":
-
-        def mstep(lam, gam, idx):
-            return _svd_mstep(lam)
+        mstep = None  # the compiled loop of _run_em
 
     elif solver == "am":
 
@@ -676,6 +678,8 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
     """The EM loop shared by the Kronecker engines; ``mstep(lam, gammas, idx)`` returns the new factor variances.
 
     ``idx`` holds the surviving entries of each factor (an M-step that couples neighbours needs them).
+    ``mstep=None`` is the SVD M-step, run with the whole loop compiled (:func:`kron_svd_em`, the same
+    iteration as the Python loop below with :func:`_svd_mstep`).
     ``init``: ``(idx, gammas, noise_var)`` to start from instead of the default broad start.
     """
     n_factors = len(factors)
@@ -701,9 +705,29 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
     converged = False
     n_iter = 0
     empty = any(g.size == 0 for g in gam)
-    sub_factors = [sub(i) for i in range(n_factors)]
-    sub_h = [np.ascontiguousarray(_ct(A)) for A in sub_factors]
-    if not empty:
+    if mstep is None and not empty:
+        # SVD-KroSBL: the same loop, compiled (kron_svd_em), on C-contiguous copies of the inputs.
+        dtype = np.complex128 if is_complex else np.float64
+        out = kron_svd_em_unchecked(
+            tuple(np.ascontiguousarray(A, dtype=dtype) for A in factors),
+            tuple(np.ascontiguousarray(ix, dtype=np.int64) for ix in idx),
+            tuple(np.ascontiguousarray(g, dtype=np.float64) for g in gam),
+            np.ascontiguousarray(y_t.reshape(-1)),
+            float(sigma2),
+            learn_noise,
+            noise_floor,
+            ratios,
+            max_iter,
+            tol,
+        )
+        idx, gam, sigma2, mean, sigma_diag, logdets, quads, n_iter, converged, empty = out
+        trace = list(combine_evidence(m_bar, 1, is_complex, logdets, quads))
+        if not empty:
+            shape = tuple(g.size for g in gam)
+            post_mean, post_sigma = mean.reshape(shape), sigma_diag.reshape(shape)
+    elif not empty:
+        sub_factors = [sub(i) for i in range(n_factors)]
+        sub_h = [np.ascontiguousarray(_ct(A)) for A in sub_factors]
         stats = _estep(sub_factors, y_t, gam, sigma2, is_complex, sub_h)
         for n_iter in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
             if not stats.top > 0:  # Λ >= 0: no positive second moment (or a NaN)
@@ -735,6 +759,7 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
             if rel <= tol and noise_rel <= tol:
                 converged = True
                 break
+        post_mean, post_sigma = stats.mean, stats.sigma_diag
 
     dims = [A.shape[1] for A in factors]
     factor_gammas = []
@@ -752,8 +777,8 @@ def _run_em(factors, y_t, is_complex, *, mstep, prune_ratios, fixed_noise, max_i
         trace.append(combine_evidence(m_bar, 1, is_complex, logdet, y2 / sigma2))
     else:
         sel = np.ix_(*idx)
-        coef[sel] = stats.mean
-        post_var[sel] = stats.sigma_diag
+        coef[sel] = post_mean
+        post_var[sel] = post_sigma
     active = _outer([g > 0 for g in factor_gammas]).reshape(-1)
     return KroneckerSBLPosterior(
         coef=coef.reshape(-1),
