@@ -61,6 +61,13 @@ import numpy as np
 
 from probsparse.kernels._config import CACHE, FASTMATH
 
+# _REPRODUCIBLE_SUMS: a floating-point sum is never accumulated in a loop that also stores to an array. LLVM guards
+# such a vectorised loop with a run-time check on the pointers (an output starting less than 128 bytes after an
+# input sends it to the scalar loop); small arrays allocated close together then take the scalar loop, whose sum
+# is rounded in another order (reassociation is allowed), and the same inputs give results one ulp apart: enough
+# to break the bit-for-bit resumption of a fit. Loops that only load, or only store elementwise results, give the
+# same bits either way.
+
 POINT_ESTIMATE = -1
 HALF_CAUCHY = 0
 GAMMA = 1
@@ -152,8 +159,9 @@ def _weights_term(
     total = 0.0
     for k in range(n_vars):  # E[log s] beyond the constant: p_k r_k sum(m_k)
         weight = exponents[k] * repeats[k]
-        for i in range(offsets[k], offsets[k + 1]):
+        for i in range(offsets[k], offsets[k + 1]):  # the sum apart from the stores: see _REPRODUCIBLE_SUMS
             total += weight * loc[i]
+        for i in range(offsets[k], offsets[k + 1]):
             grad_loc[i] += weight
     position = np.empty(n_vars, dtype=np.int64)
     for g in range(second_moment.shape[0]):
@@ -301,11 +309,12 @@ def gaussian_kl(mean, log_std, prior_std, grad_mean, grad_log_std):
     float
     """
     inv_prior_var = 1.0 / (prior_std * prior_std)
+    for i in range(mean.shape[0]):
+        grad_mean[i] = float(mean[i]) * inv_prior_var
+        grad_log_std[i] = math.exp(2.0 * float(log_std[i])) * inv_prior_var - 1.0
+    # The sum in a loop of its own, without stores: see _REPRODUCIBLE_SUMS.
     total = mean.shape[0] * (math.log(prior_std) - 0.5)
     for i in range(mean.shape[0]):
         m, ell = float(mean[i]), float(log_std[i])
-        var = math.exp(2.0 * ell)
-        total += 0.5 * (var + m * m) * inv_prior_var - ell
-        grad_mean[i] = m * inv_prior_var
-        grad_log_std[i] = var * inv_prior_var - 1.0
+        total += 0.5 * (math.exp(2.0 * ell) + m * m) * inv_prior_var - ell
     return total

@@ -1,15 +1,16 @@
-r"""A layer's scale-variable KL terms in one Numba call (:mod:`probsparse.kernels.scale_mixture_kl`).
+r"""A Bayesian layer's scale-variable KL terms through the Numba kernels of :mod:`probsparse.kernels.scale_mixture_kl`.
 
 Written with tensor operations, the KL of a layer's few small scale variables (a global :math:`\tau`, one
 :math:`\lambda` per input neuron) costs a few hundred operator dispatches per training step, more than the
 layer's matrix products on LeNet-300-100. :class:`ScaleKLPlan` fixes, once per family, how the variables are laid
-out for the kernels; the autograd functions here pass the parameters to the kernel as NumPy views and return
-its analytic gradient.
+out for the kernels; the autograd functions here pass the parameters to the kernels as NumPy views and return
+their analytic gradient.
 
 A plan exists only for priors the kernels know with constant parameters (half-Cauchy, Gamma, inverse-Gamma, or
-``None`` for a type-II point estimate) and for variables (and, in the centred family, weight groups) of at most
-4096 entries; :func:`ScaleKLPlan.build` returns ``None`` otherwise and the family falls back to tensor operations
-(which are vectorised: the kernels' scalar ``exp`` would cost more on a scale per weight of a large layer).
+``None`` for a type-II point estimate); :func:`ScaleKLPlan.build` returns ``None`` otherwise and the family falls
+back to tensor operations with autograd. The centred family's plan also covers large variables and weight groups
+(a scale per weight of a large layer): those parts are computed with vectorised tensor operations, since the
+kernels' scalar ``exp`` would cost milliseconds there (:func:`centred_kl_parts`).
 """
 
 from __future__ import annotations

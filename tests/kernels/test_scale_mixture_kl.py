@@ -191,3 +191,48 @@ def test_gaussian_kl_is_the_closed_form(prior_std):
     np.testing.assert_allclose(value, want, rtol=1e-12)
     np.testing.assert_allclose(grad_mean, mean / prior_var, rtol=1e-12)
     np.testing.assert_allclose(grad_log_std, var / prior_var - 1.0, rtol=1e-12)
+
+
+def _near_and_far(n, first, second):
+    """Two input arrays followed closely by two output arrays, and the same four arrays far apart."""
+    near = np.zeros(4 * n)
+    near[:n], near[n : 2 * n] = first, second
+    far = np.zeros(4000)
+    far[:n], far[1000 : 1000 + n] = first, second
+    return [near[i * n : (i + 1) * n] for i in range(4)], [far[i * 1000 : i * 1000 + n] for i in range(4)]
+
+
+@pytest.mark.parametrize("n", [8, 12, 40])
+def test_kernel_sums_do_not_depend_on_where_the_outputs_lie(n):
+    # An output starting less than 128 bytes after an input sends the vectorised loop to its scalar fallback,
+    # which must round the sums as the vector loop does (see _REPRODUCIBLE_SUMS): the same inputs, the same bits.
+    rng = np.random.default_rng(5)
+    first, second = rng.normal(size=n), rng.normal(-1.0, 0.5, n)
+    values = [kernels.gaussian_kl(m, ell, 0.7, g, h) for m, ell, g, h in _near_and_far(n, first, second)]
+    assert values[0] == values[1]
+    kinds, offsets = np.array([kernels.HALF_CAUCHY]), np.array([0, n])
+    consts = prior_constants(kinds, np.zeros(1), np.zeros(1))
+    values = [
+        kernels.centred_scale_mixture_kl(
+            np.ones(1),
+            np.array([1, 1]),
+            np.zeros((1, 2), dtype=np.int64),
+            np.array([1.0]),
+            np.array([3.0]),
+            0.0,
+            kinds,
+            np.zeros(1),
+            np.zeros(1),
+            consts,
+            offsets,
+            loc,
+            log_std,
+            NODES,
+            WEIGHTS,
+            np.empty(1),
+            g,
+            h,
+        )  # fmt: skip
+        for loc, log_std, g, h in _near_and_far(n, first, second)
+    ]
+    assert values[0] == values[1]
