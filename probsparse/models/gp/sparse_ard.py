@@ -37,7 +37,7 @@ from torch.distributions import constraints
 
 from ..._validation import check_positive_int
 from ._inputs import as_inputs, as_targets, check_positive
-from ._training import SCHEDULES, Losses, relative_change
+from ._training import SCHEDULES, Losses, fit_loop, relative_change
 
 __all__ = ["HorseshoeARDSVGP", "ARDSVGP"]
 
@@ -49,6 +49,7 @@ class _SVGPBase:
 
     _default_name = "svgp"
     _stochastic_guide = True
+    _collapse = False
 
     def __init__(self, train_x, train_y, *, num_inducing: int, noise: float, seed: int, name: str | None):
         self.train_x = as_inputs(train_x, "train_x")
@@ -64,15 +65,20 @@ class _SVGPBase:
     def _p(self, key: str) -> str:
         return f"{self.name}.{key}"
 
-    def _gp_params(self):
+    def _gp_params(self, with_q: bool = True):
         dtype = self.train_x.dtype
         m = self.num_inducing
+        q = {}
+        if with_q:
+            q = {
+                "q_mean": pyro.param(self._p("q_mean"), lambda: torch.zeros(m, dtype=dtype)),
+                "q_scale_tril": pyro.param(
+                    self._p("q_scale_tril"), lambda: torch.eye(m, dtype=dtype), constraint=constraints.lower_cholesky
+                ),
+            }
         return {
             "Z": pyro.param(self._p("inducing_points"), lambda: self._z_init.clone()),
-            "q_mean": pyro.param(self._p("q_mean"), lambda: torch.zeros(m, dtype=dtype)),
-            "q_scale_tril": pyro.param(
-                self._p("q_scale_tril"), lambda: torch.eye(m, dtype=dtype), constraint=constraints.lower_cholesky
-            ),
+            **q,
             "outputscale": pyro.param(
                 self._p("outputscale"), lambda: self.train_y.var().clone(), constraint=constraints.positive
             ),
@@ -108,6 +114,61 @@ class _SVGPBase:
         kl = 0.5 * ((S * S).sum() + (m * m).sum() - m.shape[0] - 2 * torch.log(torch.diagonal(S)).sum())
         return ell.sum() * (self.train_x.shape[0] / x.shape[0]) - kl
 
+    def _collapsed_bound(self, w, p):
+        r"""Titsias' bound on the full data, :math:`q(v)` at its optimum, and that optimum.
+
+        With :math:`B = L_{ZZ}^{-1}K_{Zx}` (``(M, n)``), :math:`r = y - m` and
+        :math:`\Lambda = I + BB^\top/\sigma^2`, the best :math:`q(v)` for the Gaussian likelihood is
+        :math:`\mathcal N(\Lambda^{-1}Br/\sigma^2, \Lambda^{-1})` and :meth:`_bound` at it is
+
+        .. math::
+
+            \log\mathcal N(r \mid 0, B^\top B + \sigma^2 I) - \frac{1}{2\sigma^2}\sum_i \big(c - \|B_{:i}\|^2\big),
+
+        evaluated through the Cholesky factor :math:`L_\Lambda` in :math:`O(nM^2)`.
+
+        Returns
+        -------
+        bound : Tensor
+            0-d.
+        mean : Tensor of shape (M,)
+            Optimal :math:`m`.
+        chol_lambda : Tensor of shape (M, M)
+            :math:`L_\Lambda` (the optimal :math:`SS^\top = \Lambda^{-1}`).
+        """
+        x, y = self.train_x, self.train_y
+        n = x.shape[0]
+        Z, c, s2 = p["Z"], p["outputscale"], p["noise"]
+        eye = torch.eye(Z.shape[0], dtype=x.dtype)
+        L = torch.linalg.cholesky(self._kernel(Z, Z, w, c) + _JITTER * eye)
+        B = torch.linalg.solve_triangular(L, self._kernel(Z, x, w, c), upper=False)
+        r = y - p["mean"]
+        chol_lambda = torch.linalg.cholesky(eye + B @ B.T / s2)
+        Br = (B @ r) / s2
+        v = torch.linalg.solve_triangular(chol_lambda, Br.unsqueeze(-1), upper=False).squeeze(-1)
+        bound = -0.5 * (
+            n * torch.log(2 * math.pi * s2)
+            + 2 * torch.log(torch.diagonal(chol_lambda)).sum()
+            + (r * r).sum() / s2
+            - (v * v).sum()
+            + (c - (B * B).sum(0)).clamp_min(0.0).sum() / s2
+        )
+        return bound, torch.cholesky_solve(Br.unsqueeze(-1), chol_lambda).squeeze(-1), chol_lambda
+
+    def _store_optimal_q(self, w) -> None:
+        """Write the optimal ``q_mean`` and ``q_scale_tril`` (given the other parameters) to the param store."""
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            _, mean, chol_lambda = self._collapsed_bound(w, self._gp_params(with_q=False))
+            scale_tril = torch.linalg.cholesky(torch.cholesky_inverse(chol_lambda))
+        for key, value, constraint in (
+            ("q_mean", mean, constraints.real),
+            ("q_scale_tril", scale_tril, constraints.lower_cholesky),
+        ):
+            if self._p(key) in store:
+                del store[self._p(key)]
+            pyro.param(self._p(key), value.clone(), constraint=constraint)
+
     def fit(
         self,
         num_steps: int = 1000,
@@ -117,8 +178,13 @@ class _SVGPBase:
         tol: float = 1e-3,
         schedule: str = "cosine",
         min_steps: int | None = None,
+        optimizer: str = "adam",
     ):
         r"""Run SVI (Adam, ``Trace_ELBO``); sets ``losses_`` (negative ELBO per point) and ``converged_``.
+
+        ``optimizer="lbfgs"`` (point-estimate model, full batch: :class:`ARDSVGP`) instead maximises the
+        collapsed bound, deterministic, by L-BFGS with a strong-Wolfe line search (``lr`` its trial step;
+        :func:`~probsparse.models.gp._training.fit_loop`, Adam from ``lr/100`` if the line search stalls).
 
         The learning rate decays from ``lr`` to ``lr/100`` along a cosine over ``num_steps`` by default
         (``schedule="constant"`` keeps it fixed). The fit stops once converged (after at least
@@ -138,12 +204,21 @@ class _SVGPBase:
         if batch_size is not None:
             batch_size = check_positive_int(batch_size, "batch_size")
         n = self.train_x.shape[0]
+        if optimizer == "lbfgs":
+            if self._stochastic_guide or batch_size is not None:
+                raise ValueError("optimizer='lbfgs' needs a point-estimate model on the full batch (ARDSVGP)")
+            return self._fit_lbfgs(num_steps, lr, tol, min_steps)
+        if optimizer != "adam":
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
         if schedule == "cosine":
             optim = pyro.optim.CosineAnnealingLR(
                 {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "T_max": num_steps, "eta_min": lr / 100}
             )
         else:
             optim = pyro.optim.Adam({"lr": lr})
+        # a point-estimate model on the full data: q(v) at its closed-form optimum (the collapsed bound), the
+        # same maximum without the M(M+3)/2 variational parameters, which slow the optimiser down
+        self._collapse = not self._stochastic_guide and batch_size is None
         svi = SVI(self.model, self.guide, optim, Trace_ELBO())
         smooth = self._stochastic_guide or batch_size is not None
         gen = torch.Generator().manual_seed(self.seed)
@@ -163,7 +238,28 @@ class _SVGPBase:
             if len(self.losses_) >= min_steps and relative_change(self.losses_, smooth=smooth) < tol:
                 self.losses_.stop_reason = "converged"
                 break
+        if self._collapse:
+            self._store_optimal_q(self.inverse_lengthscale_samples(1)[0])
+            self._collapse = False
         self.relative_change_ = relative_change(self.losses_, smooth=smooth)
+        self.converged_ = bool(self.relative_change_ < tol)
+        return self
+
+    def _fit_lbfgs(self, num_steps: int, lr: float, tol: float, min_steps: int):
+        n = self.train_x.shape[0]
+
+        def loss_fn():
+            return -self._collapsed_bound(self._w(), self._gp_params(with_q=False))[0] / n
+
+        loss_fn()  # creates the parameters in the store
+        keys = ("inducing_points", "outputscale", "noise", "mean", "inverse_lengthscale")
+        wanted = {self._p(k) for k in keys}
+        params = [p for name, p in pyro.get_param_store().named_parameters() if name in wanted]
+        self.losses_ = fit_loop(
+            loss_fn, params, num_steps, lr, optimizer="lbfgs", tol=tol, min_steps=min_steps, fallback_lr=lr / 100
+        )
+        self._store_optimal_q(self.inverse_lengthscale_samples(1)[0])
+        self.relative_change_ = relative_change(self.losses_)
         self.converged_ = bool(self.relative_change_ < tol)
         return self
 
@@ -358,7 +454,11 @@ class ARDSVGP(_SVGPBase):
         )
 
     def model(self, x, y):
-        pyro.factor(self._p("svgp_bound"), self._bound(x, y, self._w(), self._gp_params()))
+        if self._collapse:
+            bound = self._collapsed_bound(self._w(), self._gp_params(with_q=False))[0]
+        else:
+            bound = self._bound(x, y, self._w(), self._gp_params())
+        pyro.factor(self._p("svgp_bound"), bound)
 
     def guide(self, x, y):
         """Empty guide: every quantity is a point estimate."""

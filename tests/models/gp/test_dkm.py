@@ -129,3 +129,34 @@ def test_bad_inputs_raise():
     y_nan[1] = float("nan")
     with pytest.raises(ValueError, match="train_y contains NaN"):
         SparseDKM(x, y_nan)
+
+
+def test_collapsed_objective_is_the_objective_at_the_optimal_q():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(50, 3, generator=g, dtype=D)
+    y = torch.sin(x[:, 0]) + 0.1 * torch.randn(50, generator=g, dtype=D)
+    dkm = SparseDKM(x, y, num_layers=2, inducing_points=10, noise=0.05)
+    with torch.no_grad():
+        for W in dkm.gram_factors:  # away from the NNGP start
+            W.add_(0.1 * torch.randn(10, 10, generator=g, dtype=D).tril())
+    collapsed = dkm._optimal_q()[0].item()
+    assert dkm.objective().item() < collapsed - 1.0  # the initial q(u) = N(0, I) is far from optimal
+    dkm.set_optimal_q()
+    assert dkm.objective().item() == pytest.approx(collapsed, rel=1e-10)
+    # it is the maximum over q: moving the mean or the covariance factor lowers the objective
+    for param in (dkm.q_mean, dkm.q_chol):
+        with torch.no_grad():
+            saved = param.clone()
+            param.add_(1e-3 * torch.randn(param.shape, generator=g, dtype=D).tril() if param.dim() == 2 else 1e-3)
+            assert dkm.objective().item() < collapsed
+            param.copy_(saved)
+
+
+def test_full_batch_fit_with_fixed_inducing_points_converges():
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(150, 3, generator=g, dtype=D)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(150, generator=g, dtype=D)
+    dkm = SparseDKM(x, y, num_layers=2, inducing_points=20, learn_inducing=False).fit(num_steps=300, tol=1e-4)
+    assert dkm.converged_ and len(dkm.losses_) < 300
+    # the reported loss is the objective at the q(u) that fit() leaves in place
+    assert -dkm.objective().item() / 150 == pytest.approx(dkm.losses_[-1], abs=1e-3)

@@ -119,3 +119,83 @@ def test_mismatched_feature_dimensions_are_rejected():
     # GPyTorch's Kernel.__call__ checks this before our forward does (it raises RuntimeError).
     with pytest.raises((ValueError, RuntimeError), match="same number of"):
         kernel(torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)).to_dense()
+
+
+def autograd_relu_recursion(x1, x2, sw, sb, depth):
+    """The recursion written with relu_expectation and differentiated by autograd (the reference)."""
+    d = x1.shape[-1]
+    k12 = sb + sw * (x1 @ x2.transpose(-1, -2)) / d
+    k11 = sb + sw * (x1 * x1).sum(-1, keepdim=True) / d
+    k22 = sb + sw * (x2 * x2).sum(-1).unsqueeze(-2) / d
+    for _ in range(depth):
+        k12 = sb + sw * relu_expectation(k11, k22, k12)
+        k11 = sb + sw * relu_expectation(k11, k11, k11)
+        k22 = sb + sw * relu_expectation(k22, k22, k22)
+    return k12
+
+
+@pytest.mark.parametrize("n, m, same", [(9, 6, False), (300, 300, True), (7, 7, True)])
+def test_fused_relu_kernel_matches_the_autograd_recursion(n, m, same):
+    # the hand-written derivatives (and the symmetric block path at n = 300) against autograd of the
+    # elementwise formula, to 1e-10 relative; duplicated rows put clamped entries off the diagonal
+    g = torch.Generator().manual_seed(n)
+    x1 = torch.randn(n, 4, generator=g, dtype=torch.float64) * 1.3
+    x1[1] = x1[0]
+    x2 = x1 if same else torch.cat([x1[:2], torch.randn(m - 2, 4, generator=g, dtype=torch.float64)])
+    weights = torch.randn(n, m, generator=g, dtype=torch.float64)
+    depth = 4
+    kernel = ReLUNNGPKernel(depth=depth, weight_variance=1.6, bias_variance=0.15).double()
+    a = x1.clone().requires_grad_(True)
+    b = a if same else x2.clone().requires_grad_(True)
+    K = kernel(a, b).to_dense()
+    (K * weights).sum().backward()
+
+    sw = kernel.weight_variance.detach().clone().requires_grad_(True)
+    sb = kernel.bias_variance.detach().clone().requires_grad_(True)
+    ra = x1.clone().requires_grad_(True)
+    rb = ra if same else x2.clone().requires_grad_(True)
+    ref = autograd_relu_recursion(ra, rb, sw, sb, depth)
+    (ref * weights).sum().backward()
+
+    assert (K - ref).abs().max() <= 1e-10 * ref.abs().max()
+    # the raw parameters pass through softplus: d/draw = d/dvalue * sigmoid(raw)
+    pairs = [
+        (kernel.raw_weight_variance.grad, sw.grad * torch.sigmoid(kernel.raw_weight_variance.detach())),
+        (kernel.raw_bias_variance.grad, sb.grad * torch.sigmoid(kernel.raw_bias_variance.detach())),
+        (a.grad, ra.grad),
+    ] + ([] if same else [(b.grad, rb.grad)])
+    for got, expected in pairs:
+        assert (got - expected).abs().max() <= 1e-10 * expected.abs().max()
+
+
+def test_fused_relu_recursion_passes_gradcheck():
+    from probsparse.models.gp.nngp import _ReLURecursion
+
+    g = torch.Generator().manual_seed(11)
+    x1 = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    x2 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    inputs = (
+        (x1 @ x2.T / 3).requires_grad_(True),
+        ((x1 * x1).sum(-1, keepdim=True) / 3).requires_grad_(True),
+        ((x2 * x2).sum(-1).unsqueeze(-2) / 3).requires_grad_(True),
+        torch.tensor([[1.3]], dtype=torch.float64, requires_grad=True),
+        torch.tensor([[0.3]], dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(lambda *a: _ReLURecursion.apply(*a, 3), inputs)
+
+
+def test_batched_fused_kernel_matches_the_autograd_recursion():
+    kernel = ReLUNNGPKernel(depth=3, batch_shape=torch.Size([2])).double()
+    with torch.no_grad():
+        kernel.weight_variance = torch.tensor([1.0, 2.5], dtype=torch.float64).view(2, 1, 1)
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    K = kernel(x, x).to_dense()
+    K.sum().backward()
+    sw = kernel.weight_variance.detach().clone().requires_grad_(True)
+    sb = kernel.bias_variance.detach().clone().requires_grad_(True)
+    ref = autograd_relu_recursion(x, x, sw, sb, 3)
+    ref.sum().backward()
+    assert torch.allclose(K, ref, rtol=1e-10, atol=0)
+    # chain rule through the positive constraint: d/draw = d/dsw * sigmoid(raw)
+    expected = sw.grad * torch.sigmoid(kernel.raw_weight_variance.detach())
+    assert torch.allclose(kernel.raw_weight_variance.grad, expected, rtol=1e-10, atol=0)

@@ -145,3 +145,23 @@ def test_fits_stop_once_converged_and_report_it():
     assert hs.relative_change_ == relative_change(hs.losses_, smooth=True)
     with pytest.raises(ValueError, match="schedule"):
         ARDSVGP(x, y, num_inducing=10).fit(num_steps=5, schedule="step")
+
+
+def test_ard_lbfgs_fit_of_the_collapsed_bound_converges_with_the_optimal_q():
+    pyro.clear_param_store()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(120, 4, generator=g, dtype=D)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(120, generator=g, dtype=D)
+    model = ARDSVGP(x, y, num_inducing=15).fit(num_steps=600, lr=1.0, tol=1e-4, optimizer="lbfgs", min_steps=20)
+    assert model.converged_ and len(model.losses_) < 600
+    w = model.relevance()["mean"]
+    assert int(w.argmax()) == 0
+    # the stored q(v) is the optimum: the uncollapsed bound there equals the collapsed one, and moving the
+    # mean lowers it
+    p = model._gp_params()
+    collapsed = model._collapsed_bound(w, p)[0].item()
+    assert model._bound(x, y, w, p).item() == pytest.approx(collapsed, rel=1e-9)
+    shifted = dict(p, q_mean=p["q_mean"] + 1e-3)
+    assert model._bound(x, y, w, shifted).item() < collapsed
+    with pytest.raises(ValueError, match="lbfgs"):
+        HorseshoeARDSVGP(x, y, num_inducing=5).fit(num_steps=5, optimizer="lbfgs")
