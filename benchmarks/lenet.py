@@ -268,7 +268,9 @@ def mnist_part(epochs: int = 20) -> tuple[list[dict], dict]:
 
     data = load_mnist()
     network, result = fit_mnist_lenet(GroupHorseshoe(**MNIST_PRIOR), data, epochs=epochs, **MNIST_LAYERS)
-    metrics = classification_metrics(network, data.X_test, data.y_test)
+    # 100 draws: with 10 the predictive's own Monte Carlo noise moved the test error of one trained network
+    # between 1.86 and 2.07 % with the random stream of the evaluation (100 draws: 1.80 %).
+    metrics = classification_metrics(network, data.X_test, data.y_test, n_draws=100)
     row = {"part": "mnist_group_horseshoe", "epochs": epochs, "fit_s": float(result.time_total), **metrics}
     summary = {
         "mnist_error_pct": metrics["error_pct"],
