@@ -147,6 +147,16 @@ def _loss_and_grads(net, x, weights, fused, seed=1):
     return loss, terms, _grads(loss, net)
 
 
+def _assert_fused_equals_separate(net, x, n_layers):
+    weights = torch.randn(x.shape[0], net(x).shape[-1], dtype=DOUBLE)
+    loss, _, grads = _loss_and_grads(net, x, weights, fused=False)
+    fused_loss, terms, fused_grads = _loss_and_grads(net, x, weights, fused=True)
+    assert len(terms) == n_layers
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-12, atol=1e-9)
+    for got, want in zip(fused_grads, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("prior", PRIORS, ids=repr)
 def test_fused_forward_and_kl_equal_the_separate_ones(prior, bias):
@@ -157,14 +167,9 @@ def test_fused_forward_and_kl_equal_the_separate_ones(prior, bias):
         BayesianLinear(5, 3, prior=prior, parameterisation="centred", bias=bias, dtype=DOUBLE),
     )
     _spread(net)
-    x, weights = torch.randn(4, 6, dtype=DOUBLE), torch.randn(4, 3, dtype=DOUBLE)
+    x = torch.randn(4, 6, dtype=DOUBLE)
     x[0] = 0.0  # an all-zero input row: without a bias its output variance sits at the floor
-    loss, _, grads = _loss_and_grads(net, x, weights, fused=False)
-    fused_loss, terms, fused_grads = _loss_and_grads(net, x, weights, fused=True)
-    assert len(terms) == 2
-    torch.testing.assert_close(fused_loss, loss, rtol=1e-12, atol=1e-12)
-    for got, want in zip(fused_grads, grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    _assert_fused_equals_separate(net, x, n_layers=2)
 
 
 def test_fused_forward_of_a_large_layer_with_a_scale_per_weight_equals_the_separate_one():
@@ -172,13 +177,7 @@ def test_fused_forward_of_a_large_layer_with_a_scale_per_weight_equals_the_separ
     prior = GroupHorseshoe(groups="input", weight_scales=True)
     net = _spread(BayesianLinear(80, 60, prior=prior, parameterisation="centred", dtype=DOUBLE))
     assert net.weight._kl_plan.vectorised
-    x, weights = torch.randn(4, 80, dtype=DOUBLE), torch.randn(4, 60, dtype=DOUBLE)
-    loss, _, grads = _loss_and_grads(net, x, weights, fused=False)
-    fused_loss, terms, fused_grads = _loss_and_grads(net, x, weights, fused=True)
-    assert len(terms) == 1
-    torch.testing.assert_close(fused_loss, loss, rtol=1e-12, atol=1e-9)
-    for got, want in zip(fused_grads, grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    _assert_fused_equals_separate(net, torch.randn(4, 80, dtype=DOUBLE), n_layers=1)
 
 
 def test_fused_layer_gradcheck():
