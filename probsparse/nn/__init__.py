@@ -2,11 +2,13 @@
 
 A layer owns its prior's variational family (:mod:`probsparse.nn.families`) and computes its stochastic
 forward pass (local reparameterisation) and its KL divergence to the prior; the objective decides how the KL
-is scaled. Every layer also exposes ``pruning_scores()`` and ``mean_parameters()`` (posterior-mean weights
+is scaled. In a training loop, ``with kl_in_forward() as terms: out = net(x)`` then ``kl_divergence(net, terms)``
+lets the layers that can compute their KL in the same pass as their output (what :func:`probsparse.inference.fit`
+does). Every layer also exposes ``pruning_scores()`` and ``mean_parameters()`` (posterior-mean weights
 under the names of its deterministic counterpart), which is what :mod:`probsparse.export` reads.
 """
 
-from probsparse.nn.base import BayesianLayer
+from probsparse.nn.base import BayesianLayer, kl_in_forward
 from probsparse.nn.conv import BayesianConv2d
 from probsparse.nn.convert import bayesian_layers, bayesianize, kl_divergence, kl_modules, posterior_mean
 from probsparse.nn.linear import BayesianLinear
@@ -18,6 +20,7 @@ __all__ = [
     "bayesian_layers",
     "bayesianize",
     "kl_divergence",
+    "kl_in_forward",
     "kl_modules",
     "posterior_mean",
 ]
