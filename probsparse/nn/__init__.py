@@ -4,8 +4,9 @@ A layer owns its prior's variational family (:mod:`probsparse.nn.families`) and 
 forward pass (local reparameterisation) and its KL divergence to the prior; the objective decides how the KL
 is scaled. In a training loop, ``with kl_in_forward() as terms: out = net(x)`` then ``kl_divergence(net, terms)``
 has the layers that can do so compute their KL in the same pass as their output, as
-:func:`probsparse.inference.fit` does. Every layer also exposes ``pruning_scores()`` and ``mean_parameters()`` (posterior-mean weights
-under the names of its deterministic counterpart), which is what :mod:`probsparse.export` reads.
+:func:`probsparse.inference.fit` does. Every layer also exposes ``pruning_scores()`` and ``mean_parameters()``
+(posterior-mean weights under the names of its deterministic counterpart), which is what :mod:`probsparse.export`
+reads.
 """
 
 from probsparse.nn.base import BayesianLayer, kl_in_forward
