@@ -168,10 +168,13 @@ def _rank_one_update_kernel(S, Q, Q2, t, s_coef, q_coef):  # pragma: no cover - 
     for i in range(d):
         ti = t[i]
         S[i] += s_coef * (ti.real * ti.real + ti.imag * ti.imag)
+        for l in range(L):
+            Q[i, l] += ti * q_coef[l]
+        # The sum in a loop without stores: a vectorised loop that stores is guarded by a pointer check that sends
+        # nearby arrays to the scalar loop, which would round the sum in another order.
         acc = 0.0
         for l in range(L):
-            v = Q[i, l] + ti * q_coef[l]
-            Q[i, l] = v
+            v = Q[i, l]
             acc += v.real * v.real + v.imag * v.imag
         Q2[i] = acc
 
